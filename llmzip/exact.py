@@ -1,0 +1,484 @@
+"""Integer-exact transformer forward: the same next-token frequencies on any machine.
+
+Llama (SmolLM2) and Gemma 3, rebuilt from the float checkpoint so that no result depends on
+summation order, thread count, batch shape, vector width or device:
+
+- Every matmul and every sum runs over integers held in float64 whose largest possible
+  partial sum stays below 2^53, so no operation rounds and any order gives the same bits.
+  Weights: 20-bit integers per output channel (norm gains folded in). Activations: 20-bit
+  integers per token (queries per token and head). |x| |w| K <= 2^19 2^19 2^13 = 2^51.
+- Keys and values use fixed scales from a proven bound: after RMSNorm ||x||_2 <= sqrt(d), so
+  |W_j . x| <= ||W_j||_2 sqrt(d) (with QK-norm, |k_j| <= sqrt(D) |g_j|; RoPE keeps each
+  pair's norm). So the KV cache holds plain integers, and q.k (2^19 2^22 2^8) and
+  weights x values (2^18 2^20 2^14 keys) stay exact.
+- Everything else is single IEEE-754 operations (+ - x / sqrt, round-half-even, floor),
+  which are correctly rounded everywhere; no fused kernels (FMA contraction differs across
+  CPUs) and no libm: exp, sigmoid and the RoPE angles come from tables built with `decimal`
+  and Python integers.
+- Softmax weights are integers from an exp table; the vocabulary softmax is
+  `engine.frequencies`, shared with the float engine.
+
+Hence the encoder runs one full-sequence forward per segment while the decoder runs KV-cached
+steps in any batch, and both see identical integers. Architectures other than these two keep
+the float engine. Cost against the float model: README, "Exact arithmetic".
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .container import Arithmetic
+from .engine import exp_table, frequencies, lookup, use_large_allocation_cache
+
+__all__ = ["ExactEngine", "supports", "ARITHMETIC_VERSION"]
+
+ARITHMETIC_VERSION = b"exact-v1"  # part of the fingerprint: change it when any number changes
+ACT_MAX = float(2**19 - 1)  # activations and queries
+WEIGHT_MAX = float(2**19 - 1)  # weights, per output channel
+K_MAX = float(2**22 - 1)  # keys, fixed scale per head
+V_MAX = float(2**20 - 1)  # values, fixed scale per channel
+MAX_FEATURES = 2**13  # largest matmul inner dimension the bounds above allow
+MAX_KEYS = 2**14  # longest attention span the bounds above allow
+LOGIT_STEPS = 256  # attention logits compared at 1/256 nat
+ATT_BITS = 18  # attention weights: integers up to 2^18
+SIGMOID_RANGE, SIGMOID_STEPS = 16, 128  # sigmoid table on [-16, 16] every 1/128, interpolated
+QUERY_BLOCK = 256  # full forward: queries per attention block (skips the masked half)
+LOGIT_CHUNK = 64  # positions per vocabulary-logits chunk
+GELU_TANH_K = 1.5957691216057308  # 2*sqrt(2/pi): gelu_tanh(x) = x * sigmoid(k*(x + c*x^3))
+GELU_TANH_C = 0.044715
+BOUND_MARGIN = 1 + 2.0**-20  # covers the rounding of the few IEEE steps behind a bound
+
+SUPPORTED = ("llama", "gemma3_text")
+
+
+def supports(loaded) -> bool:
+    return loaded.architecture in SUPPORTED
+
+
+# --- tables (built once, identical on every machine) -----------------------------------------
+
+def _sigmoid_table() -> tuple[torch.Tensor, torch.Tensor]:
+    """sigmoid at -16 + i/128 (values, and differences to the next entry for interpolation)."""
+    ctx = decimal.Context(prec=40)
+    n = 2 * SIGMOID_RANGE * SIGMOID_STEPS
+    values = []
+    for i in range(n + 1):
+        x = ctx.divide(decimal.Decimal(i - n // 2), decimal.Decimal(SIGMOID_STEPS))
+        values.append(float(ctx.divide(1, ctx.add(1, ctx.exp(-x)))))
+    table = torch.tensor(values, dtype=torch.float64)
+    return table, torch.cat([table[1:] - table[:-1], torch.zeros(1, dtype=torch.float64)])
+
+
+_SIGMOID, _SIGMOID_DIFF = _sigmoid_table()
+_ATT_EXP = exp_table(LOGIT_STEPS, ATT_BITS)  # last entry is 0
+
+
+def _decimal_cos_sin(x: decimal.Decimal, ctx: decimal.Context):
+    """Taylor series for cos and sin of |x| <= 1 in decimal arithmetic."""
+    cos = sin = decimal.Decimal(0)
+    term = decimal.Decimal(1)  # x^k / k!
+    for k in range(60):
+        if k % 4 == 0:
+            cos = ctx.add(cos, term)
+        elif k % 4 == 1:
+            sin = ctx.add(sin, term)
+        elif k % 4 == 2:
+            cos = ctx.subtract(cos, term)
+        else:
+            sin = ctx.subtract(sin, term)
+        term = ctx.divide(ctx.multiply(term, x), k + 1)
+    return cos, sin
+
+
+def _rope_table(theta: float, head_dim: int, n_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of pos * theta^(-2i/d), (n_pos, head_dim), in HF's rotate_half layout.
+
+    Each frequency's base rotation comes from decimal series; positions follow by rotating in
+    128-bit fixed point with Python integers; int / int conversion to float is correctly
+    rounded.
+    """
+    fbits = 128
+    one = 1 << fbits
+    ctx = decimal.Context(prec=60)
+    half = head_dim // 2
+    cos = torch.empty(n_pos, half, dtype=torch.float64)
+    sin = torch.empty(n_pos, half, dtype=torch.float64)
+    log_theta = ctx.ln(decimal.Decimal(repr(theta)))
+    for i in range(half):
+        angle = ctx.exp(ctx.multiply(ctx.divide(decimal.Decimal(-2 * i), head_dim), log_theta))
+        c1, s1 = _decimal_cos_sin(angle, ctx)
+        c1, s1 = int(ctx.multiply(c1, one)), int(ctx.multiply(s1, one))  # to fixed point
+        c, s = one, 0
+        col_c, col_s = [], []
+        for _ in range(n_pos):
+            col_c.append(c / one)
+            col_s.append(s / one)
+            c, s = (c * c1 - s * s1) >> fbits, (s * c1 + c * s1) >> fbits
+        cos[:, i] = torch.tensor(col_c, dtype=torch.float64)
+        sin[:, i] = torch.tensor(col_s, dtype=torch.float64)
+    return torch.cat([cos, cos], dim=1), torch.cat([sin, sin], dim=1)
+
+
+# --- exact building blocks -------------------------------------------------------------------
+
+def quantize(x: torch.Tensor, limit: float = ACT_MAX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row integers: x ~ q * scale, |q| <= limit (both float64)."""
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / limit, torch.ones_like(amax))
+    return torch.round(x / scale), scale
+
+
+def quantize_fixed(x: torch.Tensor, scale: torch.Tensor, limit: float) -> torch.Tensor:
+    """Integers on a fixed scale; the clamp only absorbs rounding at a proven bound."""
+    return torch.round(x / scale).clamp_(-limit, limit)
+
+
+def inv_rms(q: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / rms(q * scale), divided by scale: RMSNorm(x) = q * inv_rms(q, scale, eps)."""
+    mean_sq = (q * q).sum(dim=-1, keepdim=True) / q.shape[-1]  # integer sum < 2^53: exact
+    return 1.0 / torch.sqrt(mean_sq + eps / (scale * scale))
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Table sigmoid with linear interpolation (error < 1e-6)."""
+    pos = (x.clamp(-SIGMOID_RANGE, SIGMOID_RANGE) + SIGMOID_RANGE) * SIGMOID_STEPS
+    index = pos.floor()
+    frac = pos - index
+    index = index.to(torch.int64)
+    return _SIGMOID[index] + frac * _SIGMOID_DIFF[index]
+
+
+class Linear:
+    """Integer weights per output channel in float64, applied to integer activations."""
+
+    def __init__(self, weight: torch.Tensor, gain: torch.Tensor | None = None):
+        w = weight.detach().to(torch.float64)  # (out, in)
+        if w.shape[1] > MAX_FEATURES:
+            raise NotImplementedError(f"{w.shape[1]} input features exceed exact bounds")
+        if gain is not None:
+            w = w * gain.to(torch.float64)
+        self.q, scale = quantize(w, WEIGHT_MAX)  # (out, in): MKL's faster layout at small M
+        self.scale = scale.view(-1)  # (out,)
+
+    def __call__(self, xq: torch.Tensor, row_factor: torch.Tensor) -> torch.Tensor:
+        return ((xq @ self.q.t()) * row_factor) * self.scale
+
+    def normed_output_bound(self) -> torch.Tensor:
+        """(out,) bound on |output| for any input of RMS <= 1: ||W_j||_2 sqrt(in)."""
+        norms = torch.sqrt((self.q * self.q).sum(dim=1))  # integer sums: exact
+        return (norms * self.scale) * math.sqrt(self.q.shape[1])
+
+    def digest_into(self, h):
+        h.update(self.q.to(torch.int32).numpy().tobytes())
+        h.update(self.scale.numpy().tobytes())
+
+
+def attend(qq, q_scale, kq, vq, v_scale, mask=None):
+    """Exact softmax attention over integer keys and values.
+
+    qq (B, Hkv, G*Tq, D) integer queries, the G query heads of each key head one after
+    another; q_scale (B, Hkv, G*Tq, 1) turns q.k into logits in table steps; kq, vq
+    (B, Hkv, Tk, D) integers (views into a cache are fine: nothing is copied); v_scale
+    (Hkv, 1, D); mask (Tq, Tk) True where a query may attend. Each query's result depends
+    only on its own valid keys, so blocks, batches and steps all give the same bits.
+    """
+    if qq.shape[-2] > 16:  # (B, Hkv, G*Tq, Tk); exact either way, so take the faster form
+        scores = qq @ kq.transpose(-1, -2)
+    else:  # a few queries against a long cache: MKL streams K faster this way round
+        scores = (kq @ qq.transpose(-1, -2)).transpose(-1, -2).contiguous()
+    scores.mul_(q_scale)
+    if mask is not None:
+        b, h, gt, tk = scores.shape
+        scores.view(b, h, gt // mask.shape[0], mask.shape[0], tk).masked_fill_(~mask, -math.inf)
+    gap = torch.sub(scores.amax(dim=-1, keepdim=True), scores, out=scores)  # >= 0
+    weights = lookup(_ATT_EXP, gap.clamp_(max=len(_ATT_EXP) - 1))  # integers <= 2^18
+    total = weights.sum(dim=-1, keepdim=True)  # exact
+    return ((weights @ vq) * v_scale) / total  # exact matmul, then two IEEE operations
+
+
+def rotate(x, cos, sin):
+    """RoPE in HF's rotate_half layout: x*cos + rotate_half(x)*sin."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def _pair_bound(bound: torch.Tensor) -> torch.Tensor:
+    """Bound after RoPE, which mixes channel i with i + D/2: sqrt(b_i^2 + b_(i+D/2)^2)."""
+    half = bound.shape[-1] // 2
+    lo, hi = bound[..., :half], bound[..., half:]
+    pair = torch.sqrt(lo * lo + hi * hi)
+    return torch.cat([pair, pair], dim=-1)
+
+
+# --- the network -----------------------------------------------------------------------------
+
+@dataclass
+class Layer:
+    qkv: Linear
+    o: Linear
+    gate_up: Linear
+    down: Linear
+    theta: float
+    window: int | None  # sliding window (keys within window-1 positions), or None
+    k_scale: torch.Tensor | None = None  # (Hkv, 1, 1): fixed key scale per head
+    v_scale: torch.Tensor | None = None  # (Hkv, 1, D): fixed value scale per channel
+    q_gain: torch.Tensor | None = None  # Gemma 3 QK-norm gains (1 + w)
+    k_gain: torch.Tensor | None = None
+    post_attn_gain: torch.Tensor | None = None  # Gemma 3 post-norms (1 + w)
+    post_ffn_gain: torch.Tensor | None = None
+
+
+class ExactTransformer:
+    """A Llama or Gemma 3 decoder whose every number is reproducible bit for bit."""
+
+    def __init__(self, hf_model):
+        cfg = hf_model.config
+        self.arch = cfg.model_type
+        gemma = self.arch == "gemma3_text"
+        self.gemma = gemma
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.eps = float(cfg.rms_norm_eps)
+        # 1/sqrt via IEEE sqrt and division (pow() is libm, not correctly rounded everywhere)
+        scale = 1.0 / math.sqrt(cfg.query_pre_attn_scalar if gemma else self.head_dim)
+        self.q_factor = scale * LOGIT_STEPS
+        if getattr(cfg, "attn_logit_softcapping", None) or \
+                getattr(cfg, "final_logit_softcapping", None):
+            raise NotImplementedError("logit soft-capping is not in exact arithmetic yet")
+        model = hf_model.model
+        norm_gain = (lambda w: 1.0 + w.detach().to(torch.float64)) if gemma \
+            else (lambda w: w.detach().to(torch.float64))
+        self.embed = model.embed_tokens.weight.detach()  # (V, d) float32
+        self.embed_scale = math.sqrt(cfg.hidden_size) if gemma else None
+        self.layers = [self._layer(cfg, i, layer, norm_gain)
+                       for i, layer in enumerate(model.layers)]
+        self.lm_head = Linear(hf_model.get_output_embeddings().weight, norm_gain(model.norm.weight))
+        self.vocab_size = self.lm_head.q.shape[0]
+        self._rope: dict = {}
+
+    def _layer(self, cfg, i, layer, norm_gain) -> Layer:
+        att, mlp = layer.self_attn, layer.mlp
+        ffn_norm = layer.pre_feedforward_layernorm if self.gemma else layer.post_attention_layernorm
+        qkv = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
+        layer_type = (getattr(cfg, "layer_types", None) or ["full_attention"] * (i + 1))[i]
+        rope = getattr(cfg, "rope_parameters", None) or {"rope_theta": cfg.rope_theta}
+        if layer_type in rope:  # per-layer-type RoPE (Gemma 3)
+            rope = rope[layer_type]
+        if rope.get("rope_type", "default") != "default":
+            raise NotImplementedError(f"RoPE type {rope['rope_type']} is not in exact arithmetic")
+        window = cfg.sliding_window if layer_type == "sliding_attention" else None
+        out = Layer(Linear(qkv, norm_gain(layer.input_layernorm.weight)), Linear(att.o_proj.weight),
+                    Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                           norm_gain(ffn_norm.weight)),
+                    Linear(mlp.down_proj.weight), float(rope["rope_theta"]), window)
+        if self.gemma:
+            out.q_gain = norm_gain(att.q_norm.weight)
+            out.k_gain = norm_gain(att.k_norm.weight)
+            out.post_attn_gain = norm_gain(layer.post_attention_layernorm.weight)
+            out.post_ffn_gain = norm_gain(layer.post_feedforward_layernorm.weight)
+        self._fixed_kv_scales(out)
+        return out
+
+    def _fixed_kv_scales(self, layer: Layer):
+        d, nq, nkv = self.head_dim, self.n_heads, self.n_kv
+        bound = layer.qkv.normed_output_bound()
+        if layer.k_gain is not None:  # after QK-norm each head has RMS 1, then the gain
+            k_bound = (layer.k_gain.abs() * math.sqrt(d)).expand(nkv, d)
+        else:
+            k_bound = bound[nq * d:(nq + nkv) * d].view(nkv, d)
+        k_head = _pair_bound(k_bound).amax(dim=-1)  # (Hkv,)
+        layer.k_scale = ((k_head * BOUND_MARGIN) / K_MAX).view(nkv, 1, 1)
+        v_bound = bound[(nq + nkv) * d:].view(nkv, 1, d)
+        layer.v_scale = torch.where(v_bound > 0, (v_bound * BOUND_MARGIN) / V_MAX,
+                                    torch.ones_like(v_bound))
+        if ATT_BITS + math.log2(V_MAX + 1) + math.log2(MAX_KEYS) > 53:
+            raise AssertionError("attention bounds exceed 2^53")
+
+    def digest(self) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(ARITHMETIC_VERSION + self.arch.encode())
+        h.update(np.array([self.n_heads, self.n_kv, self.head_dim], np.int64).tobytes())
+        h.update(np.array([self.eps, self.q_factor], np.float64).tobytes())
+        h.update(self.embed.contiguous().numpy().tobytes())
+        for layer in self.layers:
+            for lin in (layer.qkv, layer.o, layer.gate_up, layer.down):
+                lin.digest_into(h)
+            for t in (layer.k_scale, layer.v_scale, layer.q_gain, layer.k_gain,
+                      layer.post_attn_gain, layer.post_ffn_gain):
+                if t is not None:
+                    h.update(t.contiguous().numpy().tobytes())
+            h.update(np.array([layer.theta, layer.window or 0], np.float64).tobytes())
+        self.lm_head.digest_into(h)
+        return h.digest()
+
+    def rope(self, theta: float, n_pos: int):
+        have = self._rope.get(theta)
+        if have is None or have[0].shape[0] < n_pos:
+            self._rope[theta] = _rope_table(theta, self.head_dim, max(n_pos, 2048 + 1))
+        return self._rope[theta]
+
+    # --- per-token pieces shared by the full forward and the steps --------------------------
+
+    def embed_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed[ids].to(torch.float64)
+        if self.embed_scale is not None:
+            h = h * torch.tensor(self.embed_scale, dtype=torch.float32).to(torch.float64)
+        return h
+
+    def qkv_rows(self, layer: Layer, h, positions):
+        """h (..., T, d) -> integer queries (..., Hkv, G, T, D) with their logit scale, and
+        integer keys and values (..., Hkv, T, D)."""
+        xq, scale = quantize(h)
+        qkv = layer.qkv(xq, inv_rms(xq, scale, self.eps))
+        lead, t = h.shape[:-2], h.shape[-2]
+        d, nq, nkv = self.head_dim, self.n_heads, self.n_kv
+        q = qkv[..., :nq * d].reshape(*lead, t, nq, d)
+        k = qkv[..., nq * d:(nq + nkv) * d].reshape(*lead, t, nkv, d)
+        v = qkv[..., (nq + nkv) * d:].reshape(*lead, t, nkv, d)
+        if layer.q_gain is not None:  # Gemma 3 QK-norm, per head
+            q1, s1 = quantize(q)
+            q = (q1 * inv_rms(q1, s1, self.eps)) * layer.q_gain
+            k1, s1 = quantize(k)
+            k = (k1 * inv_rms(k1, s1, self.eps)) * layer.k_gain
+        cos, sin = self.rope(layer.theta, int(positions[-1]) + 1)
+        cos, sin = cos[positions][:, None, :], sin[positions][:, None, :]  # (T, 1, D)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        g = nq // nkv
+        qq, q_scale = quantize(q.reshape(*lead, t, nkv, g, d).movedim(-4, -2))  # (.., Hkv, G, T, D)
+        q_scale = (q_scale * layer.k_scale.unsqueeze(-1)) * self.q_factor
+        kq = quantize_fixed(k.movedim(-3, -2), layer.k_scale, K_MAX)
+        vq = quantize_fixed(v.movedim(-3, -2), layer.v_scale, V_MAX)
+        return qq, q_scale, kq, vq
+
+    def finish_layer(self, layer: Layer, h, attn):
+        """Residual stream after attention output attn (..., Hkv, G*T, D) and the MLP."""
+        lead, t = h.shape[:-2], h.shape[-2]
+        g = self.n_heads // self.n_kv
+        attn = attn.reshape(*lead, self.n_kv, g, t, self.head_dim).movedim(-2, -4)
+        attn = attn.reshape(*lead, t, self.n_heads * self.head_dim)
+        aq, scale = quantize(attn)
+        h = h + self._post_norm(layer.o(aq, scale), layer.post_attn_gain)
+        xq, scale = quantize(h)
+        gate, up = layer.gate_up(xq, inv_rms(xq, scale, self.eps)).chunk(2, dim=-1)
+        if self.gemma:
+            inner = ((gate * gate) * gate) * GELU_TANH_C + gate
+            act = (gate * sigmoid(inner * GELU_TANH_K)) * up
+        else:
+            act = (gate * sigmoid(gate)) * up
+        aq, scale = quantize(act)
+        return h + self._post_norm(layer.down(aq, scale), layer.post_ffn_gain)
+
+    def _post_norm(self, x, gain):
+        if gain is None:
+            return x
+        xq, scale = quantize(x)
+        return (xq * inv_rms(xq, scale, self.eps)) * gain
+
+    def logits(self, h) -> torch.Tensor:
+        xq, scale = quantize(h)
+        return self.lm_head(xq, inv_rms(xq, scale, self.eps))
+
+    # --- whole sequences (encoder) ----------------------------------------------------------
+
+    def forward_full(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (T, d) of a sequence starting at position 0."""
+        t = ids.shape[0]
+        if t > MAX_KEYS:
+            raise ValueError(f"segment of {t} tokens exceeds the exact bound of {MAX_KEYS}")
+        positions = torch.arange(t)
+        d = self.head_dim
+        h = self.embed_rows(ids)
+        for layer in self.layers:
+            qq, q_scale, kq, vq = self.qkv_rows(layer, h, positions)
+            parts = []
+            for start in range(0, t, QUERY_BLOCK):
+                stop = min(start + QUERY_BLOCK, t)
+                lo = 0 if layer.window is None else max(0, start - layer.window + 1)
+                q_pos, k_pos = positions[start:stop, None], positions[None, lo:stop]
+                mask = k_pos <= q_pos
+                if layer.window is not None:
+                    mask &= k_pos > q_pos - layer.window
+                parts.append(attend(qq[None, :, :, start:stop].reshape(1, self.n_kv, -1, d),
+                                    q_scale[None, :, :, start:stop].reshape(1, self.n_kv, -1, 1),
+                                    kq[None, :, lo:stop], vq[None, :, lo:stop],
+                                    layer.v_scale, mask)[0].view(self.n_kv, -1, stop - start, d))
+            h = self.finish_layer(layer, h, torch.cat(parts, dim=-2).flatten(-3, -2))
+        return h
+
+
+class ExactStepper:
+    """KV-cached decoding of n_rows segments in lockstep, max_batch rows per forward."""
+
+    def __init__(self, net: ExactTransformer, n_rows: int, max_len: int, max_batch=None):
+        if max_len > MAX_KEYS:
+            raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {MAX_KEYS}")
+        self.net, self.n_rows, self.pos = net, n_rows, 0
+        self.max_batch = max_batch or n_rows
+        shape = (n_rows, net.n_kv, max_len + 1, net.head_dim)
+        self.cache = [(torch.zeros(shape, dtype=torch.float64),
+                       torch.zeros(shape, dtype=torch.float64)) for _ in net.layers]
+
+    @torch.inference_mode()
+    def step(self, input_ids: np.ndarray) -> np.ndarray:
+        ids = torch.as_tensor(np.asarray(input_ids, np.int64))
+        out = [self._rows(ids[a:a + self.max_batch], a)
+               for a in range(0, self.n_rows, self.max_batch)]
+        self.pos += 1
+        return np.concatenate(out)
+
+    def _rows(self, ids, first: int) -> np.ndarray:
+        net, pos = self.net, self.pos
+        rows = slice(first, first + len(ids))
+        positions = torch.tensor([pos])
+        h = net.embed_rows(ids[:, None])  # (B, 1, d)
+        for layer, (k_cache, v_cache) in zip(net.layers, self.cache):
+            qq, q_scale, kq, vq = net.qkv_rows(layer, h, positions)  # qq (B, Hkv, G, 1, D)
+            k_cache[rows, :, pos] = kq[:, :, 0]
+            v_cache[rows, :, pos] = vq[:, :, 0]
+            lo = 0 if layer.window is None else max(0, pos - layer.window + 1)
+            attn = attend(qq.flatten(2, 3), q_scale.flatten(2, 3), k_cache[rows, :, lo:pos + 1],
+                          v_cache[rows, :, lo:pos + 1], layer.v_scale)
+            h = net.finish_layer(layer, h, attn)
+        return frequencies(net.logits(h[:, 0]))
+
+
+class ExactEngine:
+    """Engine with exact arithmetic: full-sequence tables for the encoder, steps for both."""
+
+    arithmetic = Arithmetic.EXACT
+
+    def __init__(self, loaded):
+        use_large_allocation_cache()
+        with torch.inference_mode():
+            self.net = ExactTransformer(loaded.hf_model)
+        self.loaded = loaded
+        self.vocab_size = self.net.vocab_size
+        self.context_start_id = loaded.context_start_id
+        self._fingerprint = None
+
+    def fingerprint(self) -> bytes:
+        if self._fingerprint is None:
+            h = hashlib.blake2b(self.net.digest(), digest_size=16)
+            h.update(self.loaded.tokenizer.digest())
+            h.update(self.context_start_id.to_bytes(4, "little"))
+            self._fingerprint = h.digest()
+        return self._fingerprint
+
+    @torch.inference_mode()
+    def full_tables(self, ids: list[int]):
+        """Frequencies for every position of a segment, in chunks of LOGIT_CHUNK rows."""
+        inputs = torch.tensor([self.context_start_id] + list(ids[:-1]), dtype=torch.int64)
+        h = self.net.forward_full(inputs)
+        for start in range(0, len(ids), LOGIT_CHUNK):
+            yield frequencies(self.net.logits(h[start:start + LOGIT_CHUNK]))
+
+    def stepper(self, n_rows: int, max_len: int, max_batch: int | None = None) -> ExactStepper:
+        return ExactStepper(self.net, n_rows, max_len, max_batch)
