@@ -1,0 +1,5 @@
+"""python -m llmzip: the same as the llmzip command."""
+
+from .cli import main
+
+main()

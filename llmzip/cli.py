@@ -1,0 +1,335 @@
+"""The llmzip command: parse, call one library function, print.
+
+Behaves like gzip and zstd: inputs are kept, an existing output is never replaced without
+-f, binary data is never written to a terminal, and output appears (atomically, via a
+temporary file renamed into place) only after the whole job succeeded. Every LlmzipError
+becomes one line on stderr and its exit code (1 error, 2 corrupt or mismatched archive),
+in `_errors_to_exit_codes`, the only place that maps them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import LlmzipError
+
+SUFFIX = ".llmz"
+
+
+class _Fail(click.ClickException):
+    """A one-line error with an exit code, printed as 'llmzip: message'."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None):
+        click.echo(f"llmzip: {self.format_message()}", err=True)
+
+
+def _errors_to_exit_codes(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except LlmzipError as exc:
+            raise _Fail(str(exc), exc.exit_code) from None
+        except OSError as exc:
+            name = f"{exc.filename}: " if exc.filename else ""
+            raise _Fail(f"{name}{exc.strerror or exc}", 1) from None
+        except MemoryError:
+            raise _Fail("out of memory (try a smaller --group-size)", 1) from None
+        except KeyboardInterrupt:
+            raise _Fail("interrupted", 130) from None
+    return wrapper
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    path = Path(name)
+    if path.is_dir():
+        raise _Fail(f"{name}: is a directory")
+    return path.read_bytes()
+
+
+def _file_mode(source: str) -> int:
+    """The input's permission bits (as gzip keeps them), else what umask allows."""
+    if source != "-" and Path(source).is_file():
+        return Path(source).stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _write_atomically(path: Path, data: bytes, force: bool, mode: int) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`."""
+    if path.exists() and not force:
+        raise _Fail(f"{path} already exists; use -f to overwrite")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _emit(data: bytes, source: str, target: Path | None, force: bool, binary: bool) -> None:
+    if target is None:
+        if binary and sys.stdout.isatty() and not force:
+            raise _Fail("refusing to write compressed data to a terminal; use -o FILE or "
+                        "redirect (or -f)")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        _write_atomically(target, data, force, _file_mode(source))
+
+
+def _targets(inputs, output, to_stdout, make_name):
+    """(input name, output path or None for stdout) for each input."""
+    if output and len(inputs) > 1:
+        raise _Fail("-o takes a single input file")
+    for name in inputs:
+        if to_stdout or (name == "-" and not output):
+            yield name, None
+        elif output:
+            yield name, Path(output)
+        else:
+            yield name, make_name(name)
+
+
+def _archive_name(name: str) -> Path:
+    return Path(name + SUFFIX)
+
+
+def _original_name(name: str) -> Path:
+    if not name.endswith(SUFFIX):
+        raise _Fail(f"{name}: unknown suffix (expected {SUFFIX}); use -o or -c")
+    return Path(name[:-len(SUFFIX)])
+
+
+# --- progress --------------------------------------------------------------------------------
+
+class _ProgressBar:
+    """tqdm on stderr while a terminal watches: tokens/s and the running bits per byte."""
+
+    def __init__(self, label: str, enabled: bool, bytes_per_token: float = 0.0):
+        self.label, self.enabled, self.bytes_per_token = label, enabled, bytes_per_token
+        self.bar = None
+
+    def __call__(self, done: int, total: int, bits: float) -> None:
+        if not self.enabled or total == 0:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=self.label, unit="tok", file=sys.stderr,
+                            leave=False, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+        if bits and done:
+            self.bar.set_postfix_str(f"{bits / (done * self.bytes_per_token or 1):.3f} bpb",
+                                     refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+# --- commands --------------------------------------------------------------------------------
+
+_common = [
+    click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file."),
+    click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output."),
+    click.option("-f", "--force", is_flag=True, help="Overwrite existing files."),
+    click.option("--threads", type=click.IntRange(1), help="Torch threads (default: all cores)."),
+    click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
+    click.option("-v", "--verbose", is_flag=True, help="Print details."),
+]
+
+
+def _with_common(func):
+    for option in reversed(_common):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="llmzip")
+def main():
+    """Lossless compression with a language model and a range coder."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@_with_common
+@click.option("-m", "--model", default=None, help="Preset, .gguf file, model directory or "
+              "cached Hugging Face id (default: smollm2-135m).")
+@click.option("--arithmetic", type=click.Choice(["exact", "float"]), default=None,
+              help="exact: decodes on any machine (default where supported); float: only "
+              "with the same torch, CPU and threads.")
+@click.option("--segment-tokens", type=click.IntRange(16, 8192), default=2048, show_default=True,
+              help="Longest context; longer compresses better, decodes slower.")
+@click.option("--group-size", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Segments decoded side by side (memory: ~3 GB at 16 with the default model).")
+@_errors_to_exit_codes
+def compress(files, output, to_stdout, force, threads, quiet, verbose, model, arithmetic,
+             segment_tokens, group_size):
+    """Compress FILES to FILE.llmz (- reads standard input)."""
+    from .codec import Codec
+    codec = Codec(model, arithmetic=arithmetic, threads=threads, segment_tokens=segment_tokens,
+                  group_size=group_size)
+    for name, target in _targets(files, output, to_stdout, _archive_name):
+        if target is not None and target.exists() and not force:
+            raise _Fail(f"{target} already exists; use -f to overwrite")
+        data = _read_input(name)
+        bar = _ProgressBar("compress", _show_progress(quiet), bytes_per_token=3.6)
+        try:
+            archive, stats = codec.compress_with_stats(data, progress=bar)
+        finally:
+            bar.close()
+        _emit(archive, name, target, force, binary=True)
+        if not quiet:
+            click.echo(_compress_summary(name, stats, verbose), err=True)
+
+
+def _compress_summary(name: str, s, verbose: bool) -> str:
+    line = f"{name}: {s.original_bytes:,} -> {s.archive_bytes:,} bytes ({s.bpb:.3f} bits/byte"
+    if s.n_tokens:
+        line += (f"; model cross-entropy {s.xent_bpb:.3f} bits/byte, coder overhead "
+                 f"{s.overhead_pct:+.2f}%) in {_duration(s.elapsed_s)}, {s.tok_per_s:.0f} tok/s")
+    else:
+        line += ")"
+    if verbose:
+        parts = ", ".join(f"{k} {v:,} B" for k, v in s.blocks.items())
+        line += f"\n  model {s.model or '-'} ({s.arithmetic or '-'}), {s.n_tokens:,} tokens; " \
+                f"blocks: {parts or 'none'}"
+    return line
+
+
+def _decompress_one(name: str, codec, quiet: bool) -> tuple[bytes, float]:
+    blob = _read_input(name)
+    bar = _ProgressBar("decompress", _show_progress(quiet))
+    started = time.perf_counter()
+    try:
+        data = codec.decompress(blob, progress=bar)
+    except LlmzipError as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+    finally:
+        bar.close()
+    return data, time.perf_counter() - started
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@_with_common
+@click.option("-m", "--model", default=None, help="Use this model instead of the one the "
+              "archive names (it must have the same fingerprint).")
+@click.option("--batch", type=click.IntRange(1), default=None,
+              help="Exact archives: segments per forward pass (less memory traffic, any value "
+              "decodes the same).")
+@_errors_to_exit_codes
+def decompress(files, output, to_stdout, force, threads, quiet, verbose, model, batch):
+    """Decompress FILE.llmz to FILE, checking its checksum."""
+    from .codec import Codec
+    codec = Codec(model, threads=threads, decode_batch=batch)
+    for name, target in _targets(files, output, to_stdout, _original_name):
+        if target is not None and target.exists() and not force:
+            raise _Fail(f"{target} already exists; use -f to overwrite")
+        data, elapsed = _decompress_one(name, codec, quiet)
+        _emit(data, name, target, force, binary=False)
+        if not quiet:
+            click.echo(f"{name}: {len(data):,} bytes restored in {_duration(elapsed)}, "
+                       "checksum OK", err=True)
+
+
+@main.command(name="test")
+@click.argument("files", nargs=-1, required=True)
+@click.option("-m", "--model", default=None, help="Model to use instead of the archive's.")
+@click.option("--threads", type=click.IntRange(1), help="Torch threads.")
+@click.option("--batch", type=click.IntRange(1), default=None, help="Segments per forward.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@_errors_to_exit_codes
+def test_command(files, model, threads, batch, quiet):
+    """Decode FILES and verify them without writing anything."""
+    from .codec import Codec
+    codec = Codec(model, threads=threads, decode_batch=batch)
+    for name in files:
+        data, elapsed = _decompress_one(name, codec, quiet)
+        if not quiet:
+            click.echo(f"{name}: OK ({len(data):,} bytes, {_duration(elapsed)})", err=True)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+@_errors_to_exit_codes
+def info(files, as_json):
+    """Show an archive's header: sizes, bits per byte, model and settings."""
+    from .container import describe
+    for name in files:
+        try:
+            facts = describe(_read_input(name))
+        except LlmzipError as exc:
+            raise type(exc)(f"{name}: {exc}") from None
+        facts = {"file": name, **facts}
+        click.echo(json.dumps(facts) if as_json else _format_info(facts))
+
+
+def _format_info(f: dict) -> str:
+    lines = [f"{f['file']}: llmzip archive, format version {f['format_version']}",
+             f"  original   {f['original_bytes']:,} bytes, checksum {f['checksum']}",
+             f"  archive    {f['archive_bytes']:,} bytes ({f['bpb']:.3f} bits/byte)"]
+    m = f.get("model")
+    if m:
+        lines.append(f"  model      {m['name']} (fingerprint {m['fingerprint'][:16]}), "
+                     f"{m['arithmetic']} arithmetic")
+        lines.append(f"  settings   segments of <= {m['segment_tokens']} tokens, groups of "
+                     f"{m['group_size']}, buckets of {m['bucket_size']}"
+                     + (f", {m['threads']} threads, {m['runtime']}" if m['threads'] else ""))
+    for b in f["blocks"]:
+        extra = f"{b['tokens']:,} tokens" if b["method"] == "model" else f"{b['payload_bytes']:,} B"
+        lines.append(f"  block      {b['method']:<7} {b['bytes']:>10,} bytes  {extra}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@_errors_to_exit_codes
+def models(as_json):
+    """List the model presets and what is installed and cached."""
+    from .models import cache_root, list_models
+    rows = list_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        state = "installed" if r["installed"] else f"not installed ({r['install']})"
+        default = " [default]" if r["default"] else ""
+        click.echo(f"{r['name']}{default}: {r['description']}; {state}"
+                   + (f", {r['size_bytes'] / 1e6:.0f} MB" if r["installed"] else ""))
+        for path in r["cached"]:
+            click.echo(f"    converted: {path}")
+    click.echo(f"cache: {cache_root()}")

@@ -1,0 +1,124 @@
+"""Library round trips with tiny models: any bytes in, the same bytes out."""
+
+import os
+
+import numpy as np
+import pytest
+
+import llmzip
+from llmzip import Codec, ModelMismatchError
+from llmzip.container import Method, unpack
+
+from conftest import corpus_file
+
+SMALL = dict(segment_tokens=64, group_size=4)  # several segments and groups on small inputs
+
+EDGE_CASES = {
+    "empty": b"",
+    "one byte": b"x",
+    "invalid utf-8": b"caf\xe9 \xff\xfe\xfd text after \xc3\x28 bad bytes",
+    "nul bytes": b"header\x00\x00\x00\x00body\x00",
+    "random 16 KiB": os.urandom(16384),
+    "alice29 slice": corpus_file("alice29.txt")[:3000],
+    "asyoulik slice": corpus_file("asyoulik.txt")[5000:8000],
+    "argparse slice": corpus_file("argparse.py")[:3000],
+    "object.h slice": corpus_file("object_h_64k.h")[:3000],
+    "elf binary slice": corpus_file("git_elf_64k.bin")[:6000],
+    "text, random, text": corpus_file("alice29.txt")[:1500] + os.urandom(3000)
+                          + corpus_file("alice29.txt")[1500:3000],
+}
+
+
+@pytest.mark.parametrize("data", EDGE_CASES.values(), ids=EDGE_CASES.keys())
+def test_round_trip_tiny_llama(tiny_llama, codecs, data):
+    codec = codecs(tiny_llama, **SMALL)
+    assert codec.decompress(codec.compress(data)) == data
+
+
+@pytest.mark.parametrize("name", ["one byte", "invalid utf-8", "alice29 slice", "text, random, text"])
+def test_round_trip_tiny_gemma(tiny_gemma, codecs, name):
+    codec = codecs(tiny_gemma, **SMALL)
+    assert codec.decompress(codec.compress(EDGE_CASES[name])) == EDGE_CASES[name]
+
+
+@pytest.mark.parametrize("name", ["invalid utf-8", "alice29 slice"])
+def test_round_trip_with_escaped_bytes(tiny_llama_missing_bytes, codecs, name):
+    data = EDGE_CASES[name] + b"\x04\x1d\xc0\xff end"
+    codec = codecs(tiny_llama_missing_bytes, **SMALL)
+    assert codec.decompress(codec.compress(data)) == data
+
+
+def test_float_arithmetic_round_trip(tiny_llama, codecs):
+    codec = codecs(tiny_llama, arithmetic="float", **SMALL)
+    data = EDGE_CASES["alice29 slice"]
+    blob = codec.compress(data)
+    assert unpack(blob)[0].model.arithmetic.name == "FLOAT"
+    assert codec.decompress(blob) == data
+
+
+def test_random_bytes_grow_by_at_most_64_bytes_and_load_no_model(tiny_llama):
+    codec = Codec(tiny_llama)
+    data = os.urandom(16384)
+    blob = codec.compress(data)
+    assert len(blob) - len(data) <= 64
+    assert codec._loaded == {}
+
+
+def test_mixed_file_gets_model_blocks_around_a_stored_block(tiny_llama, codecs):
+    codec = codecs(tiny_llama, arithmetic="float", **SMALL)  # float mode never demotes
+    header = unpack(codec.compress(EDGE_CASES["text, random, text"]))[0]
+    methods = [b.method for b in header.blocks]
+    assert methods[0] == methods[-1] == Method.MODEL
+    assert Method.STORED in methods
+
+
+def test_segments_the_model_codes_worse_than_lzma_go_to_lzma(tiny_llama_other, codecs):
+    data = EDGE_CASES["alice29 slice"]  # an untrained model: worse than LZMA on text
+    blob, stats = codecs(tiny_llama_other, **SMALL).compress_with_stats(data)
+    assert [b.method for b in unpack(blob)[0].blocks] == [Method.LZMA]
+    assert stats.n_tokens == 0 and unpack(blob)[0].model is None
+
+
+def test_exact_full_forward_and_stepped_encoders_write_identical_archives(tiny_llama, codecs):
+    data = corpus_file("alice29.txt")[10000:13000]  # what the tiny model was trained on
+    full, stats = codecs(tiny_llama, encoder="full", **SMALL).compress_with_stats(data)
+    stepped = codecs(tiny_llama, encoder="stepped", **SMALL).compress(data)
+    assert stats.n_tokens > 0 and full == stepped
+
+
+def test_decodes_with_any_batch_and_thread_count(tiny_llama, codecs):
+    data = EDGE_CASES["alice29 slice"]
+    blob = codecs(tiny_llama, threads=2, segment_tokens=64, group_size=8).compress(data)
+    assert codecs(tiny_llama, threads=1, decode_batch=1).decompress(blob) == data
+    assert codecs(tiny_llama, threads=2, decode_batch=3).decompress(blob) == data
+
+
+def test_code_length_within_half_a_percent_of_cross_entropy(tiny_llama, codecs):
+    _, stats = codecs(tiny_llama).compress_with_stats(corpus_file("alice29.txt")[20000:26000])
+    assert stats.n_tokens > 1000
+    assert 0 <= stats.overhead_pct < 0.5
+
+
+def test_compression_is_deterministic(tiny_gemma, codecs):
+    data = EDGE_CASES["object.h slice"]
+    assert codecs(tiny_gemma, **SMALL).compress(data) == Codec(tiny_gemma, **SMALL).compress(data)
+
+
+def test_wrong_model_is_a_mismatch(tiny_llama, tiny_llama_other, codecs):
+    blob = codecs(tiny_llama, **SMALL).compress(EDGE_CASES["alice29 slice"])
+    with pytest.raises(ModelMismatchError, match="archive was made with model"):
+        Codec(tiny_llama_other).decompress(blob)
+
+
+def test_one_shot_functions(tiny_llama):
+    data = b"one-shot API " * 20
+    assert llmzip.decompress(llmzip.compress(data, model=tiny_llama)) == data
+
+
+def test_stats_describe_the_archive(tiny_llama, codecs):
+    data = EDGE_CASES["alice29 slice"]
+    blob, stats = codecs(tiny_llama, **SMALL).compress_with_stats(data)
+    assert stats.archive_bytes == len(blob) and stats.original_bytes == len(data)
+    assert stats.model_bytes == len(data) and stats.blocks == {"model": len(data)}
+    assert sum(len(ids) for _, ids, _ in stats.token_bits) == stats.n_tokens
+    assert np.isclose(sum(b.sum() for _, _, b in stats.token_bits), stats.xent_bits)

@@ -1,0 +1,90 @@
+"""The real default model, SmolLM2-135M, end to end on small slices of the corpus.
+
+Decoding on 2 CPU cores runs about 6 tokens/s per segment alone and ~35 tokens/s for a
+group, so these tests use short segments to decode side by side. The whole corpus, with
+default settings, is the slow tier (LLMZIP_SLOW=1).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from llmzip import Codec
+from llmzip.container import Method, unpack
+
+from conftest import corpus_file
+
+pytestmark = pytest.mark.real_model
+MODEL = "smollm2-135m"
+GOLDEN = Path(__file__).parent / "golden" / "alice-300.llmz"
+GOLDEN_TEXT = corpus_file("alice29.txt")[600:900]
+GOLDEN_SETTINGS = dict(segment_tokens=32, group_size=4)
+
+
+def test_round_trip_of_a_few_kilobytes_with_the_default_model():
+    data = corpus_file("alice29.txt")[:3000]
+    blob, stats = Codec(MODEL, segment_tokens=160, group_size=8).compress_with_stats(data)
+    assert stats.bpb < 1.6 and stats.xent_bpb < 1.5
+    assert 0 <= stats.overhead_pct < 0.5
+    assert Codec().decompress(blob) == data  # the archive names its model
+
+
+@pytest.mark.parametrize("name, start", [("alice29.txt", 50000), ("asyoulik.txt", 40000),
+                                         ("argparse.py", 30000), ("object_h_64k.h", 20000),
+                                         ("git_elf_64k.bin", 1000)])
+def test_archive_from_two_threads_and_big_batches_decodes_with_one_thread_and_batch_2(name, start):
+    data = corpus_file(name)[start:start + 700]
+    blob = Codec(MODEL, threads=2, segment_tokens=40, group_size=8).compress(data)
+    assert Codec(threads=1, decode_batch=2).decompress(blob) == data
+
+
+def test_archive_from_one_thread_decodes_with_two_threads():
+    data = corpus_file("argparse.py")[:700]
+    blob = Codec(MODEL, threads=1, segment_tokens=40, group_size=8).compress(data)
+    assert unpack(blob)[0].model is not None
+    assert Codec(threads=2).decompress(blob) == data
+
+
+def test_golden_archive_is_reproduced_byte_for_byte():
+    """Exact arithmetic is machine-independent: this file, made once, must be what any
+    machine writes for the same text, and must decode here."""
+    blob = Codec(MODEL, **GOLDEN_SETTINGS).compress(GOLDEN_TEXT)
+    assert blob == GOLDEN.read_bytes()
+    assert Codec().decompress(GOLDEN.read_bytes()) == GOLDEN_TEXT
+
+
+def test_missing_bytes_and_binary_use_escapes_and_classical_blocks():
+    data = b"plain text \x04\x06 with bytes SmolLM2 has no token for\n" * 3 + bytes(range(256))
+    codec = Codec(MODEL, segment_tokens=64, group_size=4)
+    blob = codec.compress(data)
+    assert codec.decompress(blob) == data
+
+
+def test_mixed_text_and_random_bytes():
+    import os
+    data = corpus_file("alice29.txt")[:800] + os.urandom(2000) + corpus_file("alice29.txt")[800:1600]
+    codec = Codec(MODEL, segment_tokens=64, group_size=8)
+    blob = codec.compress(data)
+    methods = [b.method for b in unpack(blob)[0].blocks]
+    assert methods[0] == Method.MODEL and Method.STORED in methods
+    assert len(blob) < len(data) - 1000
+    assert codec.decompress(blob) == data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["alice29.txt", "asyoulik.txt", "argparse.py",
+                                  "object_h_64k.h", "git_elf_64k.bin"])
+def test_whole_corpus_file_round_trip_with_default_settings(name):
+    data = corpus_file(name)
+    blob, stats = Codec(MODEL).compress_with_stats(data)
+    if name == "alice29.txt":
+        assert stats.bpb <= 1.20
+        assert stats.overhead_pct < 0.5
+    assert Codec().decompress(blob) == data
+
+
+@pytest.mark.slow
+def test_gemma3_round_trip():
+    data = corpus_file("alice29.txt")[:2000]
+    blob = Codec("gemma3-270m", segment_tokens=128, group_size=8).compress(data)
+    assert Codec().decompress(blob) == data
