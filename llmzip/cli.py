@@ -333,3 +333,88 @@ def models(as_json):
         for path in r["cached"]:
             click.echo(f"    converted: {path}")
     click.echo(f"cache: {cache_root()}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("-m", "--model", "models", multiple=True, help="Model to measure (repeatable; "
+              "default: smollm2-135m).")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md",
+              show_default=True, help="Table format on standard output.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also draw a PNG chart here.")
+@click.option("--max-bytes", type=click.IntRange(1), help="Measure only each file's first N bytes.")
+@click.option("--threads", type=click.IntRange(1), help="Torch threads (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on standard error.")
+@_errors_to_exit_codes
+def bench(files, models, fmt, plot, max_bytes, threads, quiet):
+    """Compare llmzip with gzip, bzip2, xz, zstd and brotli on FILES (real round trips)."""
+    from . import bench as measurements
+    from .models import DEFAULT_MODEL
+    for name in files:
+        if not Path(name).is_file():
+            raise _Fail(f"{name}: no such file")
+    bar = _BenchProgress(_show_progress(quiet))
+    rows = measurements.run(files, models or (DEFAULT_MODEL,), max_bytes=max_bytes,
+                            codec_settings={"threads": threads}, on_row=bar.row, progress=bar)
+    bar.close()
+    click.echo(measurements.render(rows, fmt))
+    if plot:
+        measurements.plot(rows, plot)
+    if not all(r.roundtrip_ok for r in rows):
+        raise _Fail("a round trip failed (see the roundtrip_ok column)", 1)
+
+
+class _BenchProgress:
+    """A bar per llmzip phase and a line per finished row, on stderr."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar, self.phase = enabled, None, None
+
+    def __call__(self, phase: str, done: int, total: int, bits: float) -> None:
+        if not self.enabled:
+            return
+        if phase != self.phase:
+            self.close()
+            self.bar, self.phase = _ProgressBar(phase, True, bytes_per_token=3.6), phase
+        self.bar(done, total, bits)
+
+    def row(self, r) -> None:
+        self.close()
+        if self.enabled:
+            click.echo(f"  {r.file}: {r.compressor}: {r.bpb:.3f} bits/byte "
+                       f"({r.compress_s:.1f} s + {r.decompress_s:.1f} s)", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.phase = None, None
+
+
+@main.command()
+@click.argument("file")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="HTML page to write (default: FILE.html).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing page.")
+@click.option("-m", "--model", default=None, help="Model (default: smollm2-135m).")
+@click.option("--max-bytes", type=click.IntRange(1), help="Explain only the first N bytes.")
+@click.option("--threads", type=click.IntRange(1), help="Torch threads (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@_errors_to_exit_codes
+def explain(file, output, force, model, max_bytes, threads, quiet):
+    """Write an HTML page showing what every token of FILE cost."""
+    from .codec import Codec
+    from .explain import explain as explain_page
+    target = Path(output or file + ".html")
+    if target.exists() and not force:
+        raise _Fail(f"{target} already exists; use -f to overwrite")
+    data = _read_input(file)[:max_bytes]
+    bar = _ProgressBar("explain", _show_progress(quiet), bytes_per_token=3.6)
+    try:
+        page, stats = explain_page(Codec(model, threads=threads), data, Path(file).name,
+                                   progress=bar)
+    finally:
+        bar.close()
+    _write_atomically(target, page.encode("utf-8"), force, _file_mode("-"))
+    if not quiet:
+        click.echo(f"{target}: {stats.n_tokens:,} tokens, cross-entropy {stats.xent_bpb:.3f} "
+                   f"bits/byte, archive {stats.bpb:.3f} bits/byte", err=True)

@@ -26,7 +26,7 @@ from .coder import StreamDecoder, TwoLevel, default_bucket_size, encode_steps
 from .container import Arithmetic, Block, Header, Method, ModelInfo, pack, unpack
 from .errors import CorruptArchiveError, LlmzipError, ModelMismatchError
 
-__all__ = ["Codec", "CompressStats", "content_checksum"]
+__all__ = ["Codec", "CompressStats", "SegmentCost", "content_checksum", "top_alternatives"]
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 _NOT_TEXT = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\udc80-\udcff]")
@@ -58,6 +58,17 @@ def lzma_decompress(payload: bytes, size: int) -> bytes:
 
 
 @dataclass
+class SegmentCost:
+    """What each token of one model-coded segment cost (for `explain` and reports)."""
+
+    start: int  # byte offset of the segment in the file
+    ids: list[int]
+    bits: np.ndarray  # (T,) -log2 p of each token under the coded frequencies
+    top_ids: np.ndarray | None = None  # (T, k) the model's most likely tokens, best first
+    top_p: np.ndarray | None = None  # (T, k) their probabilities
+
+
+@dataclass
 class CompressStats:
     """What compression measured: sizes, the model's cross-entropy, and the time taken."""
 
@@ -71,7 +82,7 @@ class CompressStats:
     model: str = ""
     arithmetic: str = ""
     blocks: dict = field(default_factory=dict)  # method name -> original bytes
-    token_bits: list = field(default_factory=list)  # per segment: (first byte, ids, bits)
+    segments: list[SegmentCost] = field(default_factory=list)  # model-coded, in file order
 
     @property
     def bpb(self) -> float:
@@ -99,6 +110,17 @@ class _Segment:
     ids: list[int]
     use_model: bool = False
     rows: tuple | None = None  # encoder rows from TwoLevel.split
+    top: tuple | None = None  # (ids, probabilities) of the most likely tokens, if asked
+
+
+def top_alternatives(freqs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) ids of each row's k most likely tokens, best first, and their probabilities."""
+    k = min(k, freqs.shape[1])
+    ids = np.argpartition(-freqs, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(freqs, ids, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    ids, top = np.take_along_axis(ids, order, 1), np.take_along_axis(top, order, 1)
+    return ids, top / freqs.sum(axis=1, keepdims=True)
 
 
 def _groups(items: list, size: int) -> list[list]:
@@ -176,15 +198,17 @@ class Codec:
     def compress(self, data: bytes, progress=None) -> bytes:
         return self.compress_with_stats(data, progress)[0]
 
-    def compress_with_stats(self, data: bytes, progress=None) -> tuple[bytes, CompressStats]:
-        """Archive bytes and what was measured. progress(done_tokens, total_tokens, bits)."""
+    def compress_with_stats(self, data: bytes, progress=None, top_k: int = 0
+                            ) -> tuple[bytes, CompressStats]:
+        """Archive bytes and what was measured. progress(done_tokens, total_tokens, bits);
+        top_k > 0 also records each position's top_k most likely tokens (for `explain`)."""
         started = time.perf_counter()
         data = bytes(data)
         stats = CompressStats(original_bytes=len(data))
         segments = self._segments(data)
         model_info = None
         if any(s.use_model for s in segments):
-            model_info, streams = self._code_model_segments(segments, stats, progress)
+            model_info, streams = self._code_model_segments(segments, stats, progress, top_k)
         if not any(s.use_model for s in segments):
             model_info, streams = None, []
         blocks, payloads = self._blocks(segments)
@@ -221,7 +245,7 @@ class Codec:
             raise LlmzipError("internal error: tokens do not reproduce the input")
         return segments
 
-    def _code_model_segments(self, segments, stats: CompressStats, progress):
+    def _code_model_segments(self, segments, stats: CompressStats, progress, top_k: int):
         self._set_threads(self.threads)
         engine = self.engine(self.default_model, self._requested_arithmetic())
         exact = engine.arithmetic == Arithmetic.EXACT
@@ -230,10 +254,10 @@ class Codec:
         tracker = _Progress(progress, sum(len(s.ids) for s in candidates))
         if exact and self.encoder == "full":
             for seg in candidates:
-                seg.rows = self._full_rows(engine, two_level, seg, tracker)
+                seg.rows, seg.top = self._full_rows(engine, two_level, seg, tracker, top_k)
         else:
             for group in _groups(candidates, self.group_size):
-                self._stepped_rows(engine, two_level, group, tracker)
+                self._stepped_rows(engine, two_level, group, tracker, top_k)
         if exact:  # tables do not depend on grouping, so segments can still change method
             self._demote_losing_segments(candidates)
         coded = [s for s in segments if s.use_model]
@@ -244,7 +268,8 @@ class Codec:
             stats.n_tokens += len(seg.ids)
             stats.model_bytes += len(seg.raw)
             stats.xent_bits += float(seg.rows[4].sum())
-            stats.token_bits.append((seg.start, seg.ids, seg.rows[4]))
+            stats.segments.append(SegmentCost(seg.start, seg.ids, seg.rows[4],
+                                              *(seg.top or (None, None))))
         stats.model, stats.arithmetic = self.default_model, engine.arithmetic.name.lower()
         info = ModelInfo(
             name=self.default_model, fingerprint=engine.fingerprint(),
@@ -254,34 +279,41 @@ class Codec:
             runtime="" if exact else engine.runtime())
         return info, streams
 
-    def _full_rows(self, engine, two_level, seg, tracker):
-        parts, pos = [], 0
+    def _full_rows(self, engine, two_level, seg, tracker, top_k):
+        """One full forward over a segment: its encoder rows, and its top tokens if asked."""
+        parts, tops, pos = [], [], 0
         for freqs in engine.full_tables(seg.ids):
             n = len(freqs)
             rows = two_level.split(freqs, np.asarray(seg.ids[pos:pos + n]))
             parts.append(rows)
+            if top_k:
+                tops.append(top_alternatives(freqs, top_k))
             pos += n
             tracker.tick(n, float(rows[4].sum()))
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(5))
+        return _concat(parts), _concat(tops) if top_k else None
 
-    def _stepped_rows(self, engine, two_level, group, tracker):
+    def _stepped_rows(self, engine, two_level, group, tracker, top_k):
         """Run the decoder's KV-cached steps over a group and keep each segment's rows."""
         longest = max(len(s.ids) for s in group)
         stepper = engine.stepper(len(group), longest)
         per_seg = [[] for _ in group]
+        per_seg_top = [[] for _ in group]
         inputs = np.full(len(group), engine.context_start_id, np.int64)
         for t in range(longest):
             freqs = stepper.step(inputs)
             active = [i for i, s in enumerate(group) if len(s.ids) > t]
             tokens = np.array([group[i].ids[t] for i in active])
             rows = two_level.split(freqs[active], tokens)
+            top = top_alternatives(freqs[active], top_k) if top_k else None
             for j, i in enumerate(active):
-                per_seg[i].append(tuple(r[j] for r in rows))
+                per_seg[i].append(tuple(r[j:j + 1] for r in rows))
+                if top_k:
+                    per_seg_top[i].append(tuple(r[j:j + 1] for r in top))
             tracker.tick(len(active), float(rows[4].sum()))
             inputs = np.array([s.ids[t] if len(s.ids) > t else engine.context_start_id
                                for s in group], np.int64)
-        for seg, rows in zip(group, per_seg):
-            seg.rows = tuple(np.stack([r[i] for r in rows]) for i in range(5))
+        for seg, rows, tops in zip(group, per_seg, per_seg_top):
+            seg.rows, seg.top = _concat(rows), _concat(tops) if top_k else None
 
     @staticmethod
     def _demote_losing_segments(candidates):
@@ -400,6 +432,11 @@ class Codec:
             inputs = np.array([ids[i][t] if group[i].n_tokens > t else engine.context_start_id
                                for i in range(len(group))], np.int64)
         return ids
+
+
+def _concat(parts: list[tuple]) -> tuple:
+    """Row-wise concatenation of equal-length tuples of arrays."""
+    return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 @functools.lru_cache(maxsize=2)

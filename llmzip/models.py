@@ -23,7 +23,7 @@ from .errors import ModelUnavailableError
 from .tokens import ByteTokenizer
 
 __all__ = ["PRESETS", "DEFAULT_MODEL", "Preset", "LoadedModel", "load_model", "cache_root",
-           "list_models"]
+           "list_models", "model_file_bytes"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,19 @@ def _sha256(parts: tuple[Path, ...]) -> str:
             while block := f.read(1 << 22):
                 h.update(block)
     return h.hexdigest()
+
+
+def model_file_bytes(model: str) -> int:
+    """Size of what a decoder must have: the GGUF file(s), or the directory's weight files."""
+    source = resolve(model)
+    if source.gguf_parts:
+        return sum(p.stat().st_size for p in source.gguf_parts)
+    directory = Path(source.hf_location)
+    if not directory.is_dir():
+        from huggingface_hub import snapshot_download
+        directory = Path(snapshot_download(source.hf_location, local_files_only=True))
+    return sum(p.stat().st_size for p in directory.iterdir()
+               if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
 
 
 # --- the converted-weights cache -----------------------------------------------------------

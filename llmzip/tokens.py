@@ -105,18 +105,23 @@ class ByteTokenizer:
         return h.digest()
 
     def decode(self, ids) -> bytes:
-        table = self.table
         if self.escape_id not in ids:
+            table = self.table
             return b"".join([table[i] for i in ids])
-        out, i = [], 0
+        return b"".join(self.pieces(ids))
+
+    def pieces(self, ids) -> list[bytes]:
+        """The bytes each token stands for: an escape stands for nothing and the token after
+        it for the escaped byte, so the pieces join to `decode(ids)`."""
+        out, table, i = [], self.table, 0
         while i < len(ids):
             if ids[i] == self.escape_id and i + 1 < len(ids) and ids[i + 1] in self._escaped_byte:
-                out.append(bytes([self._escaped_byte[ids[i + 1]]]))
+                out += [b"", bytes([self._escaped_byte[ids[i + 1]]])]
                 i += 2
             else:
                 out.append(table[ids[i]])
                 i += 1
-        return b"".join(out)
+        return out
 
     def encode(self, data: bytes) -> list[int]:
         """Token ids whose decoding is exactly `data`."""

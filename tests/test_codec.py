@@ -120,5 +120,5 @@ def test_stats_describe_the_archive(tiny_llama, codecs):
     blob, stats = codecs(tiny_llama, **SMALL).compress_with_stats(data)
     assert stats.archive_bytes == len(blob) and stats.original_bytes == len(data)
     assert stats.model_bytes == len(data) and stats.blocks == {"model": len(data)}
-    assert sum(len(ids) for _, ids, _ in stats.token_bits) == stats.n_tokens
-    assert np.isclose(sum(b.sum() for _, _, b in stats.token_bits), stats.xent_bits)
+    assert sum(len(seg.ids) for seg in stats.segments) == stats.n_tokens
+    assert np.isclose(sum(seg.bits.sum() for seg in stats.segments), stats.xent_bits)

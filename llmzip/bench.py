@@ -1,0 +1,217 @@
+"""Side-by-side measurements: llmzip against gzip, bzip2, xz, zstd and brotli on real files.
+
+Every row is a real round trip (compressed, decompressed and compared), timed in this
+process, with its own peak resident memory. For llmzip rows the model's cross-entropy sits
+next to the real archive size, and the model file's size gives the two-part (MDL) view:
+archive plus model, per byte. `render` prints rows as a Markdown table, CSV or JSON
+(one object per row, keyed by `COLUMNS`); `plot` draws them. No torch at import time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .baselines import BASELINES
+
+__all__ = ["Row", "COLUMNS", "measure_baseline", "measure_llmzip", "run", "render", "plot"]
+
+
+@dataclass
+class Row:
+    file: str
+    bytes: int
+    compressor: str  # "gzip -9 (zlib 1.3)", "llmzip smollm2-135m (exact)", ...
+    compressed_bytes: int
+    bpb: float  # 8 * compressed_bytes / bytes
+    cross_entropy_bpb: float | None  # model's -sum log2 p over the bytes it coded, per byte
+    overhead_pct: float | None  # range-coder bits against that cross-entropy
+    model_bytes: int | None  # size of the model file(s) a decoder needs
+    two_part_bpb: float | None  # (archive + model) per byte: L(model) + L(data | model)
+    compress_s: float
+    decompress_s: float
+    kb_per_s: float  # kilobytes (1000 B) of input per second in the slower direction
+    peak_rss_mb: float  # this process's peak resident memory during the row
+    roundtrip_ok: bool
+
+
+COLUMNS = [f.name for f in fields(Row)]
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+def _reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM, so each row gets its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed(func, *args, **kwargs):
+    started = time.perf_counter()
+    result = func(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def _kb_per_s(size: int, *seconds: float) -> float:
+    slowest = max(seconds)
+    return size / 1000 / slowest if slowest > 0 else math.inf
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+def measure_baseline(key: str, data: bytes, file: str) -> Row:
+    """One classical codec at its strongest common setting (see `baselines`)."""
+    base = BASELINES[key]
+    _reset_peak_rss()
+    packed, compress_s = _timed(base.compress, data)
+    restored, decompress_s = _timed(base.decompress, packed)
+    return Row(file, len(data), f"{base.name} ({base.version})", len(packed),
+               _bpb(len(packed), len(data)), None, None, None, None, compress_s, decompress_s,
+               _kb_per_s(len(data), compress_s, decompress_s), _peak_rss_mb(),
+               restored == data)
+
+
+def measure_llmzip(codec, data: bytes, file: str, progress=None) -> Row:
+    """One llmzip round trip with a (loaded) Codec; progress(phase, done, total, bits)."""
+    from .models import model_file_bytes
+    _reset_peak_rss()
+    (blob, stats), compress_s = _timed(
+        codec.compress_with_stats, data,
+        progress=(lambda d, t, b: progress("compress", d, t, b)) if progress else None)
+    restored, decompress_s = _timed(
+        codec.decompress, blob,
+        progress=(lambda d, t, b: progress("decompress", d, t, b)) if progress else None)
+    model_size = model_file_bytes(codec.default_model)
+    coded = stats.n_tokens > 0
+    return Row(file, len(data), f"llmzip {codec.default_model} ({stats.arithmetic or 'no model'})",
+               len(blob), _bpb(len(blob), len(data)),
+               stats.xent_bpb if coded else None, stats.overhead_pct if coded else None,
+               model_size, _bpb(len(blob) + model_size, len(data)), compress_s, decompress_s,
+               _kb_per_s(len(data), compress_s, decompress_s), _peak_rss_mb(), restored == data)
+
+
+def _bpb(size: int, original: int) -> float:
+    return 8 * size / original if original else 0.0
+
+
+def run(files, models=(), *, max_bytes: int | None = None, baselines=tuple(BASELINES),
+        codec_settings: dict | None = None, on_row=None, progress=None) -> list[Row]:
+    """Rows for every file: each baseline, then llmzip with each model (loaded once)."""
+    from .codec import Codec
+    codecs = [Codec(m, **(codec_settings or {})) for m in models]
+    rows = []
+    for path in files:
+        data = Path(path).read_bytes()[:max_bytes]
+        name = Path(path).name
+        for key in baselines:
+            rows.append(measure_baseline(key, data, name))
+            on_row and on_row(rows[-1])
+        for codec in codecs:
+            rows.append(measure_llmzip(codec, data, name, progress))
+            on_row and on_row(rows[-1])
+    return rows
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+def _cell(value, key: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        if key.endswith("_s"):
+            return f"{value:.2f}"
+        if key in ("kb_per_s", "peak_rss_mb"):
+            return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+        return f"{value:.3f}"
+    if isinstance(value, int) and key.endswith("bytes"):
+        return f"{value:,}"
+    return str(value)
+
+
+_MARKDOWN_COLUMNS = {  # column -> heading (the Markdown table is for people)
+    "file": "file", "bytes": "bytes", "compressor": "compressor",
+    "compressed_bytes": "compressed", "bpb": "bits/byte", "cross_entropy_bpb": "model CE",
+    "overhead_pct": "coder +%", "two_part_bpb": "with model", "compress_s": "comp. s",
+    "decompress_s": "decomp. s", "kb_per_s": "KB/s", "peak_rss_mb": "peak MB",
+    "roundtrip_ok": "round trip",
+}
+
+
+def render(rows: list[Row], fmt: str = "md") -> str:
+    """Rows as a Markdown table ("md"), CSV ("csv") or JSON ("json", a list of objects)."""
+    if fmt == "json":
+        return json.dumps([asdict(r) for r in rows], indent=1)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+        return out.getvalue()
+    if fmt != "md":
+        raise ValueError(f"unknown format {fmt!r} (md, csv or json)")
+    keys = list(_MARKDOWN_COLUMNS)
+    lines = ["| " + " | ".join(_MARKDOWN_COLUMNS[k] for k in keys) + " |",
+             "|" + "|".join("---" if k in ("file", "compressor") else "---:" for k in keys) + "|"]
+    for r in rows:
+        values = asdict(r)
+        lines.append("| " + " | ".join(_cell(values[k], k) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: str, title: str = "") -> None:
+    """Bits per byte per file and compressor; llmzip bars carry the model's cross-entropy as
+    a black tick, so code length and cross-entropy can be compared at a glance."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = list(dict.fromkeys(r.file for r in rows))
+    compressors = list(dict.fromkeys(r.compressor for r in rows))
+    width = 0.8 / len(compressors)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * len(files) * len(compressors) / 4), 4.2))
+    colors = plt.get_cmap("tab10")
+    ce_label = "model cross-entropy"
+    for j, comp in enumerate(compressors):
+        xs, ys, ces = [], [], []
+        for i, f in enumerate(files):
+            row = next((r for r in rows if r.file == f and r.compressor == comp), None)
+            if row is not None:
+                xs.append(i + (j - (len(compressors) - 1) / 2) * width)
+                ys.append(row.bpb)
+                ces.append(row.cross_entropy_bpb)
+        ax.bar(xs, ys, width * 0.92, label=comp.split(" (")[0] if "llmzip" not in comp
+               else comp, color=colors(j % 10))
+        marks = [(x, ce) for x, ce in zip(xs, ces) if ce is not None]
+        if marks:
+            ax.hlines([ce for _, ce in marks], [x - width / 2 for x, _ in marks],
+                      [x + width / 2 for x, _ in marks], colors="black", linewidth=2,
+                      label=ce_label)
+            ce_label = None
+    ax.set_xticks(range(len(files)), files)
+    ax.set_ylabel("bits per byte (lower is better)")
+    ax.set_title(title or "Compressed size per file")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
