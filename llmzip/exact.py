@@ -3,14 +3,17 @@
 Llama (SmolLM2) and Gemma 3, rebuilt from the float checkpoint so that no result depends on
 summation order, thread count, batch shape, vector width or device:
 
-- Every matmul and every sum runs over integers held in float64 whose largest possible
-  partial sum stays below 2^53, so no operation rounds and any order gives the same bits.
-  Weights: 20-bit integers per output channel (norm gains folded in). Activations: 20-bit
-  integers per token (queries per token and head). |x| |w| K <= 2^19 2^19 2^13 = 2^51.
+- Every matmul and every sum runs over integers whose largest possible partial sum fits
+  its accumulator, so no operation rounds and any order gives the same bits. Weights are
+  int8 per output channel (norm gains folded in), activations int16 per token, split into
+  two int8 limbs (x = 256 hi + lo): `torch._int_mm` (int8 x int8 -> int32; VNNI on x86)
+  computes both products exactly, |sum| <= 2^7 2^7 K <= 2^27. A start-up check falls back
+  to float64 products of the same integers where a platform's int8 kernel is not exact
+  (pre-VNNI x86 can saturate), so the result never depends on the machine.
 - Keys and values use fixed scales from a proven bound: after RMSNorm ||x||_2 <= sqrt(d), so
   |W_j . x| <= ||W_j||_2 sqrt(d) (with QK-norm, |k_j| <= sqrt(D) |g_j|; RoPE keeps each
-  pair's norm). So the KV cache holds plain integers, and q.k (2^19 2^22 2^8) and
-  weights x values (2^18 2^20 2^14 keys) stay exact.
+  pair's norm). So the KV cache holds plain integers, and q.k (2^15 2^22 2^8) and
+  weights x values (2^18 2^20 2^14 keys) stay exact in float64.
 - Everything else is single IEEE-754 operations (+ - x / sqrt, round-half-even, floor),
   which are correctly rounded everywhere; no fused kernels (FMA contraction differs across
   CPUs) and no libm: exp, sigmoid and the RoPE angles come from tables built with `decimal`
@@ -38,10 +41,11 @@ from .engine import exp_table, frequencies, lookup, use_large_allocation_cache
 
 __all__ = ["ExactEngine", "supports", "ARITHMETIC_VERSION"]
 
-ARITHMETIC_VERSION = b"exact-v1"  # part of the fingerprint: change it when any number changes
-ACT_MAX = float(2**19 - 1)  # activations and queries
-WEIGHT_MAX = float(2**19 - 1)  # weights, per output channel
+ARITHMETIC_VERSION = b"exact-v2"  # part of the fingerprint: change it when any number changes
+ACT_MAX = float(127 * 256 + 127)  # activations and queries: int16 that split into int8 limbs
+WEIGHT_MAX = 127.0  # weights: int8 per output channel
 K_MAX = float(2**22 - 1)  # keys, fixed scale per head
+Q_MAX = ACT_MAX  # queries, per token and head
 V_MAX = float(2**20 - 1)  # values, fixed scale per channel
 MAX_FEATURES = 2**13  # largest matmul inner dimension the bounds above allow
 MAX_KEYS = 2**14  # longest attention span the bounds above allow
@@ -154,8 +158,53 @@ def sigmoid(x: torch.Tensor) -> torch.Tensor:
     return _SIGMOID[index] + frac * _SIGMOID_DIFF[index]
 
 
+def _int8_limbs(xq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integers |x| <= ACT_MAX (float64) as int8 limbs hi, lo with x = 256 hi + lo."""
+    x = xq.to(torch.int32).clamp_(-int(ACT_MAX), int(ACT_MAX))
+    lo = torch.bitwise_and(x + 128, 255).sub_(128)  # [-128, 127]
+    hi = torch.div(x - lo, 256, rounding_mode="floor")  # exact: x - lo is a multiple of 256
+    return hi.to(torch.int8), lo.to(torch.int8)
+
+
+def _int_mm_is_exact() -> bool:
+    """Does this platform's int8 matmul give exact int32 sums, even at the extremes that
+    saturate VPMADDUBSW on x86 CPUs without VNNI?"""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randint(-128, 128, (24, 2048), dtype=torch.int8, generator=gen)
+        w = torch.randint(-128, 128, (40, 2048), dtype=torch.int8, generator=gen)
+        a[:4] = 127
+        a[4:8] = -128
+        w[:4] = 127
+        w[4:8] = -128
+        got = torch._int_mm(a, w.t())
+    except (RuntimeError, AttributeError):
+        return False
+    return torch.equal(got.to(torch.float64), a.to(torch.float64) @ w.to(torch.float64).t())
+
+
+_INT_MM_EXACT: bool | None = None  # checked on first use
+
+
+def int_matmul(xq: torch.Tensor, w8: torch.Tensor) -> torch.Tensor:
+    """(..., K) integer activations (float64, |x| <= ACT_MAX) times (N, K) int8 weights:
+    the exact (..., N) integer products, as float64."""
+    global _INT_MM_EXACT
+    if _INT_MM_EXACT is None:
+        _INT_MM_EXACT = _int_mm_is_exact()
+    lead, k = xq.shape[:-1], xq.shape[-1]
+    hi, lo = _int8_limbs(xq.reshape(-1, k))
+    if _INT_MM_EXACT:
+        w_t = w8.t()
+        y = torch._int_mm(hi, w_t).to(torch.float64).mul_(256).add_(torch._int_mm(lo, w_t))
+    else:  # the same integers; float64 sums stay below 2^53, hence exact too
+        w_t = w8.t().to(torch.float64)
+        y = (hi.to(torch.float64) @ w_t).mul_(256).add_(lo.to(torch.float64) @ w_t)
+    return y.view(*lead, w8.shape[0])
+
+
 class Linear:
-    """Integer weights per output channel in float64, applied to integer activations."""
+    """int8 weights per output channel, applied exactly to int16 activations."""
 
     def __init__(self, weight: torch.Tensor, gain: torch.Tensor | None = None):
         w = weight.detach().to(torch.float64)  # (out, in)
@@ -163,19 +212,21 @@ class Linear:
             raise NotImplementedError(f"{w.shape[1]} input features exceed exact bounds")
         if gain is not None:
             w = w * gain.to(torch.float64)
-        self.q, scale = quantize(w, WEIGHT_MAX)  # (out, in): MKL's faster layout at small M
+        q, scale = quantize(w, WEIGHT_MAX)
+        self.w8 = q.to(torch.int8).contiguous()  # (out, in)
         self.scale = scale.view(-1)  # (out,)
 
     def __call__(self, xq: torch.Tensor, row_factor: torch.Tensor) -> torch.Tensor:
-        return ((xq @ self.q.t()) * row_factor) * self.scale
+        return (int_matmul(xq, self.w8) * row_factor) * self.scale
 
     def normed_output_bound(self) -> torch.Tensor:
         """(out,) bound on |output| for any input of RMS <= 1: ||W_j||_2 sqrt(in)."""
-        norms = torch.sqrt((self.q * self.q).sum(dim=1))  # integer sums: exact
-        return (norms * self.scale) * math.sqrt(self.q.shape[1])
+        q = self.w8.to(torch.float64)
+        norms = torch.sqrt((q * q).sum(dim=1))  # integer sums: exact
+        return (norms * self.scale) * math.sqrt(q.shape[1])
 
     def digest_into(self, h):
-        h.update(self.q.to(torch.int32).numpy().tobytes())
+        h.update(self.w8.numpy().tobytes())
         h.update(self.scale.numpy().tobytes())
 
 
@@ -261,7 +312,7 @@ class ExactTransformer:
         self.layers = [self._layer(cfg, i, layer, norm_gain)
                        for i, layer in enumerate(model.layers)]
         self.lm_head = Linear(hf_model.get_output_embeddings().weight, norm_gain(model.norm.weight))
-        self.vocab_size = self.lm_head.q.shape[0]
+        self.vocab_size = self.lm_head.w8.shape[0]
         self._rope: dict = {}
 
     def _layer(self, cfg, i, layer, norm_gain) -> Layer:
@@ -352,7 +403,7 @@ class ExactTransformer:
         cos, sin = cos[positions][:, None, :], sin[positions][:, None, :]  # (T, 1, D)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         g = nq // nkv
-        qq, q_scale = quantize(q.reshape(*lead, t, nkv, g, d).movedim(-4, -2))  # (.., Hkv, G, T, D)
+        qq, q_scale = quantize(q.reshape(*lead, t, nkv, g, d).movedim(-4, -2), Q_MAX)  # (.., Hkv, G, T, D)
         q_scale = (q_scale * layer.k_scale.unsqueeze(-1)) * self.q_factor
         kq = quantize_fixed(k.movedim(-3, -2), layer.k_scale, K_MAX)
         vq = quantize_fixed(v.movedim(-3, -2), layer.v_scale, V_MAX)
@@ -428,9 +479,11 @@ class ExactStepper:
 
     @torch.inference_mode()
     def step(self, input_ids: np.ndarray) -> np.ndarray:
+        """Feed one token to each of the first len(input_ids) rows (rows that have ended
+        come last and are skipped); return their next-token frequencies."""
         ids = torch.as_tensor(np.asarray(input_ids, np.int64))
         out = [self._rows(ids[a:a + self.max_batch], a)
-               for a in range(0, self.n_rows, self.max_batch)]
+               for a in range(0, len(ids), self.max_batch)]
         self.pos += 1
         return np.concatenate(out)
 
@@ -479,6 +532,11 @@ class ExactEngine:
         h = self.net.forward_full(inputs)
         for start in range(0, len(ids), LOGIT_CHUNK):
             yield frequencies(self.net.logits(h[start:start + LOGIT_CHUNK]))
+
+    def cache_bytes(self, n_rows: int, max_len: int) -> int:
+        """Memory of a stepper's KV cache (float64 keys and values for every layer)."""
+        net = self.net
+        return 2 * 8 * len(net.layers) * n_rows * net.n_kv * (max_len + 1) * net.head_dim
 
     def stepper(self, n_rows: int, max_len: int, max_batch: int | None = None) -> ExactStepper:
         return ExactStepper(self.net, n_rows, max_len, max_batch)

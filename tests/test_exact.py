@@ -116,3 +116,23 @@ def test_rope_table_matches_cos_and_sin():
 def test_quantize_fixed_clamps_to_the_bound():
     q = exact.quantize_fixed(torch.tensor([1.0, -5.0, 2.5]), torch.tensor(1.0), 2.0)
     assert q.tolist() == [1.0, -2.0, 2.0]
+
+
+def test_float64_fallback_gives_the_same_tables_as_the_int8_kernel(model_and_engine, codecs,
+                                                                    monkeypatch):
+    """Where torch._int_mm is missing or inexact (pre-VNNI x86 saturates), the same integer
+    products come from float64: archives must not depend on which path a machine takes."""
+    model, engine = model_and_engine
+    ids = _ids(codecs, model, 40)
+    fast = _full(engine, ids)  # int8 kernel where it is exact (it is on x86 with VNNI)
+    monkeypatch.setattr(exact, "_INT_MM_EXACT", False)  # a machine without one
+    assert np.array_equal(fast, _full(engine, ids))
+    assert np.array_equal(fast, _stepped(engine, [ids])[0])
+
+
+def test_int8_limbs_recombine_exactly():
+    x = torch.tensor([-exact.ACT_MAX, -32768 + 129, -129, -128, -1, 0, 1, 127, 128, 255, 256,
+                      exact.ACT_MAX], dtype=torch.float64)
+    hi, lo = exact._int8_limbs(x)
+    assert hi.dtype == lo.dtype == torch.int8
+    assert torch.equal(hi.to(torch.float64) * 256 + lo.to(torch.float64), x)
