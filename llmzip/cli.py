@@ -190,10 +190,11 @@ def main():
 @click.option("--arithmetic", type=click.Choice(["exact", "float"]), default=None,
               help="exact: decodes on any machine (default where supported); float: only "
               "with the same torch, CPU and threads.")
-@click.option("--segment-tokens", type=click.IntRange(16, 8192), default=2048, show_default=True,
+@click.option("--segment-tokens", type=click.IntRange(16, 8192), default=4096, show_default=True,
               help="Longest context; longer compresses better, decodes slower.")
-@click.option("--group-size", type=click.IntRange(1, 256), default=16, show_default=True,
-              help="Segments decoded side by side (memory: ~3 GB at 16 with the default model).")
+@click.option("--group-size", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Segments decoded side by side (decoder memory with the default model: "
+              "~90 MB per segment per 1,000 tokens).")
 @_errors_to_exit_codes
 def compress(files, output, to_stdout, force, threads, quiet, verbose, model, arithmetic,
              segment_tokens, group_size):

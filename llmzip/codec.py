@@ -150,8 +150,9 @@ class Codec:
     """
 
     def __init__(self, model: str | None = None, *, arithmetic: str | None = None,
-                 threads: int | None = None, segment_tokens: int = 2048, group_size: int = 16,
-                 encoder: str = "full", decode_batch: int | None = None):
+                 threads: int | None = None, segment_tokens: int = 4096, group_size: int = 8,
+                 encoder: str = "full", decode_batch: int | None = None,
+                 decode_memory_mb: int = 4096):
         from .models import DEFAULT_MODEL
         self.model_name = model
         self.default_model = model or DEFAULT_MODEL
@@ -161,6 +162,7 @@ class Codec:
         self.group_size = group_size
         self.encoder = encoder  # "full" (exact only) or "stepped": the decoder's KV steps
         self.decode_batch = decode_batch  # exact only: rows per forward while decoding
+        self.decode_memory = decode_memory_mb << 20  # exact only: KV cache budget per wave
         self._loaded: dict = {}
 
     # --- models and engines ----------------------------------------------------------------
@@ -405,21 +407,71 @@ class Codec:
         blocks = header.model_blocks()
         tracker = _Progress(progress, sum(b.n_tokens for b in blocks))
         tokenizer = self.loaded_model(name).tokenizer
+        groups = list(zip(_groups(blocks, info.group_size), streams))
+        exact = engine.arithmetic == Arithmetic.EXACT
         out = []
-        for group, stream in zip(_groups(blocks, info.group_size), streams):
-            ids = self._decode_group(engine, two_level, group, stream, tracker)
-            for block, seg_ids in zip(group, ids):
+        for wave in (self._waves(groups, engine) if exact else [[g] for g in groups]):
+            decode = self._decode_wave if exact else self._decode_float_group
+            for block, seg_ids in zip([b for group, _ in wave for b in group],
+                                      decode(engine, two_level, wave, tracker)):
                 raw = tokenizer.decode(seg_ids)
                 if len(raw) != block.raw_size:
                     raise CorruptArchiveError(_checksum_failure(header))
                 out.append(raw)
         return out
 
-    def _decode_group(self, engine, two_level, group, stream, tracker) -> list[list[int]]:
+    def _waves(self, groups, engine) -> list[list]:
+        """Consecutive groups decoded together, as many as the decoder's memory budget
+        allows: exact arithmetic gives the same numbers in any batch, and one step for
+        many rows costs far less than one step each."""
+        waves, rows, longest = [], 0, 0
+        for group, stream in groups:
+            g_longest = max(b.n_tokens for b in group)
+            cost = engine.cache_bytes(rows + len(group), max(longest, g_longest))
+            if waves and cost > self.decode_memory:
+                waves.append([])
+                rows, longest = 0, 0
+            if not waves:
+                waves.append([])
+            waves[-1].append((group, stream))
+            rows, longest = rows + len(group), max(longest, g_longest)
+        return waves
+
+    def _decode_wave(self, engine, two_level, wave, tracker) -> list[list[int]]:
+        """Token ids of every block of the wave's groups (in group, then block order).
+
+        The model's rows are the blocks sorted longest first, so the rows still active at a
+        step are a prefix and finished ones cost nothing; each group's stream decodes its own
+        active blocks in block order, as the encoder wrote them."""
+        blocks = [(g, b) for g, (group, _) in enumerate(wave) for b in group]
+        order = sorted(range(len(blocks)), key=lambda i: -blocks[i][1].n_tokens)
+        row_of = {i: r for r, i in enumerate(order)}
+        lengths = [blocks[i][1].n_tokens for i in order]
+        group_rows = [[row_of[i] for i, (g, _) in enumerate(blocks) if g == gi]
+                      for gi in range(len(wave))]
+        decoders = [StreamDecoder(stream, two_level) for _, stream in wave]
+        stepper = engine.stepper(len(blocks), lengths[0], max_batch=self.decode_batch)
+        ids = [[] for _ in blocks]  # by row
+        inputs = np.full(len(blocks), engine.context_start_id, np.int64)
+        for t in range(lengths[0]):
+            freqs = stepper.step(inputs)  # (active rows, V)
+            n_active = len(inputs)
+            for decoder, rows in zip(decoders, group_rows):
+                active = [r for r in rows if r < n_active]
+                if active:
+                    for r, tok in zip(active, decoder.decode(freqs[active]).tolist()):
+                        ids[r].append(tok)
+            tracker.tick(n_active)
+            n_next = sum(length > t + 1 for length in lengths)
+            inputs = np.array([ids[r][t] for r in range(n_next)], np.int64)
+        return [ids[row_of[i]] for i in range(len(blocks))]
+
+    def _decode_float_group(self, engine, two_level, wave, tracker) -> list[list[int]]:
+        """Float arithmetic: the encoder's own batch layout, all rows every step."""
+        [(group, stream)] = wave
         decoder = StreamDecoder(stream, two_level)
         longest = max(b.n_tokens for b in group)
-        batch = {"max_batch": self.decode_batch} if engine.arithmetic == Arithmetic.EXACT else {}
-        stepper = engine.stepper(len(group), longest, **batch)
+        stepper = engine.stepper(len(group), longest)
         ids = [[] for _ in group]
         inputs = np.full(len(group), engine.context_start_id, np.int64)
         for t in range(longest):

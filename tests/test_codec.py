@@ -93,6 +93,14 @@ def test_decodes_with_any_batch_and_thread_count(tiny_llama, codecs):
     assert codecs(tiny_llama, threads=2, decode_batch=3).decompress(blob) == data
 
 
+@pytest.mark.parametrize("memory_mb", [0, 4096], ids=["a wave per group", "groups in lockstep"])
+def test_groups_decode_alone_or_in_lockstep(tiny_llama, codecs, memory_mb):
+    data = EDGE_CASES["alice29 slice"] + EDGE_CASES["argparse slice"][:700]  # a short last segment
+    blob = codecs(tiny_llama, segment_tokens=64, group_size=3).compress(data)
+    assert len(unpack(blob)[0].stream_sizes) > 3
+    assert codecs(tiny_llama, decode_memory_mb=memory_mb, decode_batch=2).decompress(blob) == data
+
+
 def test_code_length_within_half_a_percent_of_cross_entropy(tiny_llama, codecs):
     _, stats = codecs(tiny_llama).compress_with_stats(corpus_file("alice29.txt")[20000:26000])
     assert stats.n_tokens > 1000
