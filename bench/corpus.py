@@ -42,6 +42,14 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), llmzip {llmzip.__version__}")
 
 
+def ordered(rows: list[bench.Row]) -> list[bench.Row]:
+    """Files by name; in each, the classical codecs in their usual order, then llmzip rows."""
+    def key(r):
+        ours = r.compressor.startswith("llmzip")
+        return r.file, ours, r.compressor if ours else ""
+    return sorted(rows, key=key)  # stable: classical rows keep their order
+
+
 def pivot(rows: list[bench.Row]) -> str:
     """Bits per byte: a row per file, a column per compressor."""
     files = list(dict.fromkeys(r.file for r in rows))
@@ -105,6 +113,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     parser.add_argument("--files", nargs="*", help="file names inside the corpus (default: all)")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
+    parser.add_argument("--add", action="store_true", help="keep the rows of other "
+                        "compressors from the last results (to add a model in a later run)")
     args = parser.parse_args()
     files = [args.corpus / f for f in args.files] if args.files \
         else sorted(p for p in args.corpus.iterdir() if p.is_file())
@@ -115,6 +125,10 @@ def main() -> None:
               file=sys.stderr, flush=True)
 
     rows = bench.run(files, args.models, max_bytes=args.max_bytes, on_row=on_row)
+    if args.add and (RESULTS / "corpus.json").is_file():
+        kept = [bench.Row(**r) for r in json.loads((RESULTS / "corpus.json").read_text())["rows"]
+                if r["compressor"] not in {row.compressor for row in rows}]
+        rows = ordered(rows + kept)
     date = datetime.date.today().isoformat()
     scope = f"first {args.max_bytes:,} bytes of each file" if args.max_bytes else "whole files"
     header = f"Measured {date} on {machine()}; {scope}, `bench/corpus.py`."

@@ -82,9 +82,7 @@ def speed_rows(path: Path, max_bytes: int | None) -> tuple[list[str], float]:
             ("float, KV-cached steps", dict(arithmetic="float"))]
     rows, seconds, archives = [], {}, {}
     for label, settings in runs:
-        codec = Codec("smollm2-135m", **settings)
-        codec.engine("smollm2-135m", None if "arithmetic" not in settings else
-                     codec._requested_arithmetic())  # load outside the timing
+        codec = Codec("smollm2-135m", **settings).load()  # load outside the timing
         started = time.perf_counter()
         blob, stats = codec.compress_with_stats(data)
         seconds[label] = time.perf_counter() - started

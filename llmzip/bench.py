@@ -101,7 +101,7 @@ def measure_llmzip(codec, data: bytes, file: str, progress=None) -> Row:
         progress=(lambda d, t, b: progress("decompress", d, t, b)) if progress else None)
     model_size = model_file_bytes(codec.default_model)
     coded = stats.n_tokens > 0
-    return Row(file, len(data), f"llmzip {codec.default_model} ({stats.arithmetic or 'no model'})",
+    return Row(file, len(data), f"llmzip {codec.default_model}",
                len(blob), _bpb(len(blob), len(data)),
                stats.xent_bpb if coded else None, stats.overhead_pct if coded else None,
                model_size, _bpb(len(blob) + model_size, len(data)), compress_s, decompress_s,
@@ -116,7 +116,7 @@ def run(files, models=(), *, max_bytes: int | None = None, baselines=tuple(BASEL
         codec_settings: dict | None = None, on_row=None, progress=None) -> list[Row]:
     """Rows for every file: each baseline, then llmzip with each model (loaded once)."""
     from .codec import Codec
-    codecs = [Codec(m, **(codec_settings or {})) for m in models]
+    codecs = [Codec(m, **(codec_settings or {})).load() for m in models]  # load untimed
     rows = []
     for path in files:
         data = Path(path).read_bytes()[:max_bytes]

@@ -220,7 +220,9 @@ def _compress_summary(name: str, s, verbose: bool) -> str:
     line = f"{name}: {s.original_bytes:,} -> {s.archive_bytes:,} bytes ({s.bpb:.3f} bits/byte"
     if s.n_tokens:
         line += (f"; model cross-entropy {s.xent_bpb:.3f} bits/byte, coder overhead "
-                 f"{s.overhead_pct:+.2f}%) in {_duration(s.elapsed_s)}, {s.tok_per_s:.0f} tok/s")
+                 f"{s.overhead_pct:+.2f}%) in {_duration(s.elapsed_s)}"
+                 + (f" ({_duration(s.load_s)} loading the model)" if s.load_s >= 1 else "")
+                 + f", {s.tok_per_s:.0f} tok/s")
     else:
         line += ")"
     if verbose:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import lzma
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class CompressStats:
     xent_bits: float = 0.0  # -sum log2 p(token) under the frequencies handed to the coder
     code_bits: int = 0  # bits of the range-coder streams
     elapsed_s: float = 0.0
+    load_s: float = 0.0  # of elapsed_s, loading (on first use: converting) the model
     model: str = ""
     arithmetic: str = ""
     blocks: dict = field(default_factory=dict)  # method name -> original bytes
@@ -100,7 +102,9 @@ class CompressStats:
 
     @property
     def tok_per_s(self) -> float:
-        return self.n_tokens / self.elapsed_s if self.elapsed_s else 0.0
+        """Tokens per second of coding, model loading excluded."""
+        coding_s = self.elapsed_s - self.load_s
+        return self.n_tokens / coding_s if coding_s > 0 else 0.0
 
 
 @dataclass
@@ -152,7 +156,7 @@ class Codec:
     def __init__(self, model: str | None = None, *, arithmetic: str | None = None,
                  threads: int | None = None, segment_tokens: int = 4096, group_size: int = 8,
                  encoder: str = "full", decode_batch: int | None = None,
-                 decode_memory_mb: int = 4096):
+                 decode_memory_mb: int | None = None):
         from .models import DEFAULT_MODEL
         self.model_name = model
         self.default_model = model or DEFAULT_MODEL
@@ -162,8 +166,11 @@ class Codec:
         self.group_size = group_size
         self.encoder = encoder  # "full" (exact only) or "stepped": the decoder's KV steps
         self.decode_batch = decode_batch  # exact only: rows per forward while decoding
-        self.decode_memory = decode_memory_mb << 20  # exact only: KV cache budget per wave
+        # exact only: KV cache budget for groups decoded together (default: 1/4 of RAM)
+        self.decode_memory = (decode_memory_mb << 20) if decode_memory_mb is not None \
+            else _physical_memory() // 4
         self._loaded: dict = {}
+        self.load_s = 0.0  # time spent loading models and building engines
 
     # --- models and engines ----------------------------------------------------------------
 
@@ -174,7 +181,9 @@ class Codec:
 
     def loaded_model(self, name: str):
         if name not in self._loaded:
+            started = time.perf_counter()
             self._loaded[name] = _shared_model(name)
+            self.load_s += time.perf_counter() - started
         return self._loaded[name]
 
     def engine(self, name: str, arithmetic: Arithmetic | None):
@@ -185,7 +194,16 @@ class Codec:
         if arithmetic == Arithmetic.EXACT and not supports(loaded):
             raise LlmzipError(f"exact arithmetic does not cover the {loaded.architecture} "
                               f"architecture of '{name}'; use --arithmetic float")
-        return _shared_engine(name, arithmetic)
+        started = time.perf_counter()
+        engine = _shared_engine(name, arithmetic)
+        self.load_s += time.perf_counter() - started  # near 0 once the engine is built
+        return engine
+
+    def load(self) -> "Codec":
+        """Load the model and build its engine now (otherwise done on first need), so that
+        timings that follow measure coding alone."""
+        self.engine(self.default_model, self._requested_arithmetic())
+        return self
 
     def _requested_arithmetic(self) -> Arithmetic | None:
         if self.arithmetic in (None, "auto"):
@@ -204,7 +222,7 @@ class Codec:
                             ) -> tuple[bytes, CompressStats]:
         """Archive bytes and what was measured. progress(done_tokens, total_tokens, bits);
         top_k > 0 also records each position's top_k most likely tokens (for `explain`)."""
-        started = time.perf_counter()
+        started, loading_before = time.perf_counter(), self.load_s
         data = bytes(data)
         stats = CompressStats(original_bytes=len(data))
         segments = self._segments(data)
@@ -219,6 +237,7 @@ class Codec:
         stats.archive_bytes = len(archive)
         stats.code_bits = 8 * sum(len(s) for s in streams)
         stats.elapsed_s = time.perf_counter() - started
+        stats.load_s = self.load_s - loading_before
         for b in blocks:
             stats.blocks[b.method.name.lower()] = stats.blocks.get(b.method.name.lower(), 0) \
                 + b.raw_size
@@ -505,6 +524,13 @@ def _shared_engine(name: str, arithmetic: Arithmetic):
     from .exact import ExactEngine
     loaded = _shared_model(name)
     return ExactEngine(loaded) if arithmetic == Arithmetic.EXACT else FloatEngine(loaded)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
 
 
 def _torch_threads() -> int:

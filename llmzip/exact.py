@@ -194,12 +194,13 @@ def int_matmul(xq: torch.Tensor, w8: torch.Tensor) -> torch.Tensor:
         _INT_MM_EXACT = _int_mm_is_exact()
     lead, k = xq.shape[:-1], xq.shape[-1]
     hi, lo = _int8_limbs(xq.reshape(-1, k))
+    m = hi.shape[0]
+    limbs = torch.cat([hi, lo])  # (2M, K): one product reads the weights once
     if _INT_MM_EXACT:
-        w_t = w8.t()
-        y = torch._int_mm(hi, w_t).to(torch.float64).mul_(256).add_(torch._int_mm(lo, w_t))
+        both = torch._int_mm(limbs, w8.t()).to(torch.float64)
     else:  # the same integers; float64 sums stay below 2^53, hence exact too
-        w_t = w8.t().to(torch.float64)
-        y = (hi.to(torch.float64) @ w_t).mul_(256).add_(lo.to(torch.float64) @ w_t)
+        both = limbs.to(torch.float64) @ w8.t().to(torch.float64)
+    y = both[:m].mul_(256).add_(both[m:])
     return y.view(*lead, w8.shape[0])
 
 

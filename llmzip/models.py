@@ -9,6 +9,8 @@ GGUF files come from PyPI wheels, found through package metadata, never imported
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -156,6 +158,21 @@ def _quiet_transformers():
     warnings.filterwarnings("ignore", module="transformers")
 
 
+@contextlib.contextmanager
+def _no_gguf_progress_bar():
+    """transformers' GGUF reader draws a tqdm bar of its own on stderr, which no setting
+    turns off (tqdm reads its environment at import); llmzip draws its own progress."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is not None:
+        gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        if original is not None:
+            gguf_utils.tqdm = original
+
+
 def _convert_gguf(parts: tuple[Path, ...], target: Path, meta: dict) -> None:
     """Dequantize a GGUF with transformers and write it as a Hugging Face directory."""
     import torch
@@ -173,8 +190,9 @@ def _convert_gguf(parts: tuple[Path, ...], target: Path, meta: dict) -> None:
                     with open(part, "rb") as f:
                         shutil.copyfileobj(f, out, 1 << 22)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                     dtype=torch.float32)
+        with _no_gguf_progress_bar():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                         dtype=torch.float32)
         out_dir = work / "model"
         out_dir.mkdir()
         state = model.state_dict()
