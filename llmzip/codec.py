@@ -4,7 +4,8 @@ A file's tokens are cut into segments of at most `segment_tokens`. Segments that
 text go to the model; the others, and any the model codes worse than LZMA would, become
 classical blocks (LZMA2 or stored, whichever is smaller), so no input grows by more than the
 header. Model segments are coded side by side in groups of `group_size`, one range-coder
-stream per group, so the decoder advances a whole group per model step.
+stream per group, so the decoder advances a whole group per model step (with exact
+arithmetic, as many groups at once as its memory budget allows).
 
 With exact arithmetic the encoder runs one full-sequence forward per segment, because the
 decoder's KV-cached steps give bit-identical frequencies. With float arithmetic the encoder
