@@ -246,7 +246,8 @@ class Linear:
         if self.gain is None:
             norms = torch.sqrt((q * q).sum(dim=1))  # integer sums: exact
         else:  # products are single IEEE operations; fsum is correctly rounded: no order
-            sq = ((q * self.gain) ** 2).numpy()
+            scaled = q * self.gain
+            sq = (scaled * scaled).numpy()  # not ** 2: pow need not be a single IEEE op
             norms = torch.sqrt(torch.tensor([math.fsum(row) for row in sq], dtype=torch.float64))
         return (norms * self.scale) * math.sqrt(q.shape[1])
 
