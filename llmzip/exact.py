@@ -10,11 +10,13 @@ summation order, thread count, batch shape, vector width or device:
   computes both products exactly, |sum| <= 2^7 2^7 K <= 2^27. A start-up check falls back
   to float64 products of the same integers where a platform's int8 kernel is not exact
   (pre-VNNI x86 can saturate), so the result never depends on the machine.
-- A norm's gain is folded into the next weights where the gains are alike (Llama). Gemma's
-  (1 + w) gains span 0.16 to 300 across channels of one norm: folded, the large ones would
-  set every row's int8 step and wipe out the small ones (measured: +41% bits per byte on
-  alice29). There the gain multiplies the normalized activation, which is then quantized
-  to int16 per token, 256 times finer.
+- Llama folds each norm's gain into the next weights (measured cost against float32: at
+  most +0.25% on the corpus with SmolLM2). Gemma must not: its (1 + w) gains span 0.16 to
+  300 within one norm and its activations are largest where the gain is smallest, so the
+  large gains set every int8 row's step and the small-gain channels round away (measured:
+  +41% bits per byte on alice29). There the gain multiplies the normalized activation,
+  which is then quantized to int16 per token, 256 times finer. The choice is part of the
+  arithmetic, so changing it for Llama would change SmolLM2's archives.
 - Keys and values use fixed scales from a proven bound: after RMSNorm ||x||_2 <= sqrt(d), so
   |W_j . x| <= ||W_j||_2 sqrt(d) (with QK-norm, |k_j| <= sqrt(D) |g_j|; RoPE keeps each
   pair's norm). So the KV cache holds plain integers, and q.k (2^15 2^22 2^8) and
