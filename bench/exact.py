@@ -30,12 +30,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import ROOT, machine, replace_between_markers  # noqa: E402
+from corpus import ROOT, machine, markers, replace_between_markers  # noqa: E402
 
 from llmzip import Codec  # noqa: E402
 from llmzip.engine import frequencies  # noqa: E402
 
-MARKERS = ("<!-- exact results: start -->", "<!-- exact results: end -->")
 RESULTS = ROOT / "bench" / "results" / "exact.json"
 
 
@@ -154,7 +153,7 @@ def main() -> None:
         f"(identical archive) and {vs_float_steps:.1f}x faster than float KV-cached steps."])
     print(text)
     if not args.no_readme:
-        replace_between_markers(ROOT / "README.md", text, *MARKERS)
+        replace_between_markers(ROOT / "README.md", text, *markers("exact"))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import ROOT, machine, replace_between_markers  # noqa: E402
+from corpus import ROOT, machine, markers, replace_between_markers  # noqa: E402
 
 from llmzip import Codec  # noqa: E402
 
-MARKERS = ("<!-- peers results: start -->", "<!-- peers results: end -->")
 N_BYTES = 20_000
 PEERS = [  # (name, bits per byte, KB/s compress, KB/s decompress, note)
     ("llama-zip (llama.cpp, same GGUF)", 1.114, 0.21, 0.21,
@@ -64,7 +63,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---|", *rows])
     print(text)
     if not args.no_readme:
-        replace_between_markers(ROOT / "README.md", text, *MARKERS)
+        replace_between_markers(ROOT / "README.md", text, *markers("peers"))
 
 
 if __name__ == "__main__":
