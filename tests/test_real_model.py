@@ -16,7 +16,7 @@ from conftest import corpus_file
 
 pytestmark = pytest.mark.real_model
 MODEL = "smollm2-135m"
-GOLDEN = Path(__file__).parent / "golden" / "alice-300.llmz"
+GOLDEN = Path(__file__).parent / "golden" / "smollm2-135m-exact-v2.llmz"
 GOLDEN_TEXT = corpus_file("alice29.txt")[600:900]
 GOLDEN_SETTINGS = dict(segment_tokens=32, group_size=4)
 
