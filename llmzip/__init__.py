@@ -9,9 +9,18 @@
 calls and is what to use for more than one file.
 """
 
-from .codec import Codec, CompressStats
-from .errors import CorruptArchiveError, LlmzipError, ModelMismatchError, ModelUnavailableError
-from .models import DEFAULT_MODEL, PRESETS
+import os
+
+# After each BLAS call OpenBLAS's worker threads spin for 2^28 cycles by default; with numba's
+# threads sharing the cores, every loop in between ran 3-40x slower (measured: a decode
+# step of 12 ms took 0.4 s). 2^4 cycles lets them sleep at once. OpenBLAS reads this when
+# numpy is first imported, so it only helps where llmzip is imported first (the CLI is).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from .codec import Codec, CompressStats  # noqa: E402
+from .errors import (CorruptArchiveError, LlmzipError, ModelMismatchError,  # noqa: E402
+                     ModelUnavailableError)
+from .models import DEFAULT_MODEL, PRESETS  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["compress", "decompress", "Codec", "CompressStats", "LlmzipError",

@@ -99,9 +99,9 @@ def measure_llmzip(codec, data: bytes, file: str, progress=None) -> Row:
     restored, decompress_s = _timed(
         codec.decompress, blob,
         progress=(lambda d, t, b: progress("decompress", d, t, b)) if progress else None)
-    model_size = model_file_bytes(codec.default_model)
+    model_size = model_file_bytes(codec.settings.model_name)
     coded = stats.n_tokens > 0
-    return Row(file, len(data), f"llmzip {codec.default_model}",
+    return Row(file, len(data), f"llmzip {codec.settings.model_name}",
                len(blob), _bpb(len(blob), len(data)),
                stats.xent_bpb if coded else None, stats.overhead_pct if coded else None,
                model_size, _bpb(len(blob) + model_size, len(data)), compress_s, decompress_s,

@@ -251,8 +251,8 @@ def _decompress_one(name: str, codec, quiet: bool) -> tuple[bytes, float]:
 @click.option("-m", "--model", default=None, help="Use this model instead of the one the "
               "archive names (it must have the same fingerprint).")
 @click.option("--batch", type=click.IntRange(1), default=None,
-              help="Exact archives: segments per forward pass (less memory traffic, any value "
-              "decodes the same).")
+              help="Exact archives: at most this many segments decoded side by side (fewer: "
+              "less memory; any value decodes the same).")
 @_errors_to_exit_codes
 def decompress(files, output, to_stdout, force, threads, quiet, verbose, model, batch):
     """Decompress FILE.llmz to FILE, checking its checksum."""
@@ -272,7 +272,8 @@ def decompress(files, output, to_stdout, force, threads, quiet, verbose, model, 
 @click.argument("files", nargs=-1, required=True)
 @click.option("-m", "--model", default=None, help="Model to use instead of the archive's.")
 @click.option("--threads", type=click.IntRange(1), help="Torch threads.")
-@click.option("--batch", type=click.IntRange(1), default=None, help="Segments per forward.")
+@click.option("--batch", type=click.IntRange(1), default=None,
+              help="At most this many segments decoded side by side.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @_errors_to_exit_codes
 def test_command(files, model, threads, batch, quiet):

@@ -17,13 +17,14 @@ their tokens. The decoder runs the same order with one batched call per level an
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import constriction
 
 from .errors import CorruptArchiveError
 
-__all__ = ["TwoLevel", "encode_steps", "StreamDecoder", "default_bucket_size"]
+__all__ = ["TwoLevel", "CoderRows", "encode_group", "StreamDecoder", "default_bucket_size"]
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)  # perfect=True: 200 ms/symbol
 
@@ -31,6 +32,27 @@ _FAMILY = constriction.stream.model.Categorical(perfect=False)  # perfect=True: 
 def default_bucket_size(vocab_size: int) -> int:
     """The power of two nearest sqrt(V): 256 for 49k, 512 for 262k."""
     return 1 << round(math.log2(max(vocab_size, 4)) / 2)
+
+
+@dataclass
+class CoderRows:
+    """What the encoder hands the range coder for a run of tokens, and what they cost."""
+
+    masses: np.ndarray  # (T, W) float64: bucket masses
+    inner: np.ndarray  # (T, W) float64: frequencies inside each token's bucket
+    buckets: np.ndarray  # (T,) int32
+    offsets: np.ndarray  # (T,) int32: position in the bucket
+    xent_bits: np.ndarray  # (T,) -log2 p(token) under the frequencies coded
+
+    def take(self, j: int) -> "CoderRows":
+        """Row j alone."""
+        return CoderRows(self.masses[j:j + 1], self.inner[j:j + 1], self.buckets[j:j + 1],
+                         self.offsets[j:j + 1], self.xent_bits[j:j + 1])
+
+    @classmethod
+    def concat(cls, parts: list["CoderRows"]) -> "CoderRows":
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
+                     ("masses", "inner", "buckets", "offsets", "xent_bits")))
 
 
 class TwoLevel:
@@ -65,22 +87,27 @@ class TwoLevel:
         grouped = self._padded(freqs)
         return self._row(grouped[np.arange(len(buckets)), buckets])
 
-    def split(self, freqs: np.ndarray, tokens: np.ndarray):
-        """Encoder side: (masses, inner rows, bucket ids, in-bucket ids, xent bits per token)."""
+    def split(self, freqs: np.ndarray, tokens: np.ndarray) -> CoderRows:
+        """Encoder side: the coder's rows for these tokens under these tables."""
         tokens = np.asarray(tokens, np.int64)
         buckets, offsets = np.divmod(tokens, self.bucket_size)
         p_token = freqs[np.arange(len(tokens)), tokens].astype(np.float64)
         xent = np.log2(freqs.sum(axis=1).astype(np.float64)) - np.log2(p_token)
-        return (self.masses(freqs), self.inner(freqs, buckets),
-                buckets.astype(np.int32), offsets.astype(np.int32), xent)
+        return CoderRows(self.masses(freqs), self.inner(freqs, buckets),
+                         buckets.astype(np.int32), offsets.astype(np.int32), xent)
 
 
-def encode_steps(steps) -> bytes:
-    """One range-coder stream from (masses, inner, buckets, offsets) per step, in order."""
+def encode_group(rows: list[CoderRows]) -> bytes:
+    """One range-coder stream for segments coded side by side (rows in group order): for
+    each step t, the buckets of every segment that has a token t, then their positions,
+    which is the order `StreamDecoder` reads them in."""
     encoder = constriction.stream.queue.RangeEncoder()
-    for masses, inner, buckets, offsets in steps:
-        encoder.encode(buckets, _FAMILY, masses)
-        encoder.encode(offsets, _FAMILY, inner)
+    for t in range(max(len(r.buckets) for r in rows)):
+        active = [r for r in rows if len(r.buckets) > t]
+        encoder.encode(np.array([r.buckets[t] for r in active], np.int32), _FAMILY,
+                       np.stack([r.masses[t] for r in active]))
+        encoder.encode(np.array([r.offsets[t] for r in active], np.int32), _FAMILY,
+                       np.stack([r.inner[t] for r in active]))
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
@@ -97,13 +124,21 @@ class StreamDecoder:
     def decode(self, freqs: np.ndarray) -> np.ndarray:
         """Token ids (N,) for N segments whose next-token tables are freqs (N, V)."""
         tl = self.two_level
-        buckets = np.asarray(self._decoder.decode(_FAMILY, tl.masses(freqs)), np.int64)
+        buckets = self._decode(tl.masses(freqs))
         if (buckets >= tl.n_buckets).any():
             raise CorruptArchiveError("decoded a token outside the vocabulary (archive damaged "
                                       "or model mismatch)")
-        offsets = np.asarray(self._decoder.decode(_FAMILY, tl.inner(freqs, buckets)), np.int64)
+        offsets = self._decode(tl.inner(freqs, buckets))
         tokens = buckets * tl.bucket_size + offsets
         if (offsets >= tl.bucket_size).any() or (tokens >= tl.vocab_size).any():
             raise CorruptArchiveError("decoded a token outside the vocabulary (archive damaged "
                                       "or model mismatch)")
         return tokens
+
+    def _decode(self, rows: np.ndarray) -> np.ndarray:
+        """constriction asserts (rather than raises) on rows it cannot use, such as an all-zero
+        row a crafted bucket size produces: that is a damaged archive, not a crash."""
+        try:
+            return np.asarray(self._decoder.decode(_FAMILY, rows), np.int64)
+        except (AssertionError, ValueError, RuntimeError) as exc:
+            raise CorruptArchiveError("range-coder stream does not decode (damaged)") from exc

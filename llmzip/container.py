@@ -39,7 +39,12 @@ class Arithmetic(enum.IntEnum):
     """Which numerics produced the probabilities; the decoder must use the same."""
 
     FLOAT = 1  # the framework's float forward: decodes only on the same machine, threads, batch
-    EXACT = 2  # integer-exact forward (exact.py): decodes identically anywhere
+    EXACT = 2  # exact-v2 (llmzip 0.1, `legacy`): still decoded, no longer written
+    EXACT_V3 = 3  # exact-v3 (`arithmetic`, `network`): decodes identically anywhere
+
+    @property
+    def label(self) -> str:
+        return {1: "float", 2: "exact-v2", 3: "exact-v3"}[self.value]
 
 
 @dataclass(frozen=True)
@@ -274,7 +279,7 @@ def describe(blob: bytes) -> dict:
         "checksum": header.checksum.hex(),
         "model": None if m is None else {
             "name": m.name, "fingerprint": m.fingerprint.hex(),
-            "arithmetic": m.arithmetic.name.lower(), "segment_tokens": m.segment_tokens,
+            "arithmetic": m.arithmetic.label, "segment_tokens": m.segment_tokens,
             "group_size": m.group_size, "bucket_size": m.bucket_size, "threads": m.threads,
             "runtime": m.runtime},
         "blocks": [{"method": b.method.name.lower(), "bytes": b.raw_size,

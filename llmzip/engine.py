@@ -1,134 +1,169 @@
-"""Context -> next-token integer frequency tables: where the model's numbers meet the coder.
+"""Engines: a model behind one contract, next-token frequency tables for many segments at once.
 
-Both directions call `frequencies` on the logits of the same computation, so the encoder and
-the decoder cannot drift apart by construction. It is a softmax made of operations whose
-results do not depend on the machine: a max, one IEEE subtraction, scaling by a power of
-two, round-half-even, and a lookup in a table built with `decimal` (never libm's exp). Given
-bit-identical logits it returns bit-identical integers everywhere.
-
-`FloatEngine` runs a transformers model in float32 with its KV cache. Its logits depend on
-thread count, batch shape and CPU, so its archives decode only under the settings that made
-them, which the header records; `exact.ExactEngine` removes that limit.
+The codec sees only `Engine`: frequency tables from KV-cached steps (`stepper`), and, where
+the engine has one, a whole-segment forward (`full_tables`, the exact encoder's fast path,
+which the steps reproduce bit for bit). `open_engine` is the one factory:
+- `ExactEngine` (exact-v3, `network`): integer arithmetic, identical tables on any machine;
+- `LegacyEngine` (exact-v2, `legacy`): decodes archives of llmzip 0.1;
+- `FloatEngine`: the model's own float32 forward through transformers, for architectures
+  exact arithmetic does not cover; its tables depend on the torch build, CPU and threads,
+  which the header records.
+Every engine turns logits into frequencies with `arithmetic.frequencies`.
 """
 
 from __future__ import annotations
 
-import decimal
+import functools
+import hashlib
 import platform
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
-import torch
 
+from .arithmetic import frequencies
 from .container import Arithmetic
+from .errors import LlmzipError, ModelUnavailableError
 
-__all__ = ["frequencies", "lookup", "exp_table", "Engine", "Stepper", "FloatEngine",
-           "EXP_STEPS_PER_NAT", "FREQ_BITS"]
-
-EXP_STEPS_PER_NAT = 256  # logits are compared at 1/256 nat: <= 0.2% error in any probability
-FREQ_BITS = 32  # the most likely token gets about 2^32; every token gets at least 1
-
-
-def exp_table(steps_per_nat: int, bits: int) -> torch.Tensor:
-    """T[k] = round(2^bits * exp(-k / steps_per_nat)) until it rounds to 0 (float64 integers).
-
-    Built with decimal arithmetic, which is correctly rounded and the same on every machine.
-    """
-    ctx = decimal.Context(prec=40)
-    scale = decimal.Decimal(2) ** bits
-    values = []
-    k = 0
-    while True:
-        x = ctx.divide(decimal.Decimal(-k), decimal.Decimal(steps_per_nat))
-        v = int(ctx.multiply(scale, ctx.exp(x)).to_integral_value(
-            rounding=decimal.ROUND_HALF_EVEN))
-        values.append(v)
-        if v == 0:
-            return torch.tensor(values, dtype=torch.float64)
-        k += 1
-
-
-_ROUNDING_MAGIC = 2.0**52  # x + 2^52 rounds x half-to-even into the low mantissa bits
-_ROUNDING_MAGIC_BITS = 0x4330000000000000  # the bit pattern of 2^52
-
-
-def lookup(table: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """table[round(position)] for float64 positions in [0, len(table) - 1]; overwrites
-    `position`. One IEEE addition does the rounding (float-to-int64 has no AVX2 instruction)."""
-    index = position.add_(_ROUNDING_MAGIC).view(torch.int64).sub_(_ROUNDING_MAGIC_BITS)
-    return torch.take(table, index)
-
-
-def use_large_allocation_cache() -> None:
-    """Keep freed large blocks in glibc's heap: fresh 100 MB temporaries otherwise cost page
-    faults that take longer than the arithmetic on them (5x on attention). Speed only."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
-_EXP = exp_table(EXP_STEPS_PER_NAT, FREQ_BITS)
-
-
-def frequencies(logits: torch.Tensor) -> np.ndarray:
-    """(N, V) float logits -> (N, V) int64 frequencies, each >= 1."""
-    logits = logits.to(torch.float64)
-    gap = torch.sub(logits.amax(dim=-1, keepdim=True), logits)  # >= 0, one IEEE subtraction
-    table_pos = gap.mul_(EXP_STEPS_PER_NAT).clamp_(max=len(_EXP) - 1)
-    return lookup(_EXP, table_pos).clamp_(min=1).to(torch.int64).numpy()
+__all__ = ["Engine", "Stepper", "ExactEngine", "FloatEngine", "open_engine"]
 
 
 class Stepper(Protocol):
     """KV-cached decoding of a batch of segments, one token per segment per call."""
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
-        """Feed one token per row; return each row's next-token frequencies (rows, V)."""
+        """Feed one token to each of the first len(input_ids) rows; return their next-token
+        frequencies (rows, V) int64."""
 
 
 class Engine(Protocol):
     arithmetic: Arithmetic
     vocab_size: int
     context_start_id: int
+    batch_invariant: bool  # tables independent of which rows share a step
+    full_forward: bool  # full_tables() is available: the encoder's fast path
+
+    def fingerprint(self) -> bytes: ...
 
     def stepper(self, n_rows: int, max_len: int) -> Stepper: ...
+
+    def cache_bytes(self, n_rows: int, max_len: int) -> int: ...
+
+    def full_tables(self, ids: list[int]) -> Iterator[np.ndarray]:
+        """Frequencies for every position of a segment, in chunks (where full_forward)."""
+
+
+def _fingerprint(digest: bytes, model) -> bytes:
+    """A network's digest, the token table and the context-start id: BLAKE2b-128."""
+    h = hashlib.blake2b(digest, digest_size=16)
+    h.update(model.tokenizer.digest())
+    h.update(model.context_start_id.to_bytes(4, "little"))
+    return h.digest()
+
+
+class ExactEngine:
+    """exact-v3: integer arithmetic, the same tables on any machine, thread count or batch."""
+
+    arithmetic = Arithmetic.EXACT_V3
+    batch_invariant = True
+    full_forward = True
+
+    def __init__(self, model):
+        from .network import Stepper as ExactStepper
+        self._stepper_class = ExactStepper
+        self.net, digest = model.exact_network()
+        self.vocab_size = self.net.vocab_size
+        self.context_start_id = model.context_start_id
+        self._fingerprint = _fingerprint(digest, model)
+
+    def fingerprint(self) -> bytes:
+        return self._fingerprint
+
+    def full_tables(self, ids: list[int]) -> Iterator[np.ndarray]:
+        inputs = np.array([self.context_start_id, *ids[:-1]], dtype=np.int64)
+        return self.net.full_tables(inputs)
+
+    def stepper(self, n_rows: int, max_len: int):
+        return self._stepper_class(self.net, n_rows, max_len)
+
+    def cache_bytes(self, n_rows: int, max_len: int) -> int:
+        return self._stepper_class.cache_bytes(self.net, n_rows, max_len)
 
 
 class _FloatStepper:
     def __init__(self, model, n_rows: int):
         from transformers import DynamicCache
-        self.model = model
-        self.cache = DynamicCache()
-        self.n_rows = n_rows
+        self.model, self.cache, self.n_rows = model, DynamicCache(), n_rows
 
-    @torch.inference_mode()
     def step(self, input_ids: np.ndarray) -> np.ndarray:
-        ids = torch.as_tensor(np.asarray(input_ids, np.int64)).view(self.n_rows, 1)
-        out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
-        return frequencies(out.logits[:, -1, :])
+        import torch
+        with torch.inference_mode():
+            ids = torch.as_tensor(np.asarray(input_ids, np.int64)).view(self.n_rows, 1)
+            out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
+            self.cache = out.past_key_values
+            return frequencies(out.logits[:, -1, :].double().numpy(), serial=True)
 
 
 class FloatEngine:
     """The model's own float32 forward with transformers' KV cache (not portable)."""
 
     arithmetic = Arithmetic.FLOAT
+    batch_invariant = False  # the decoder must feed exactly the rows the encoder fed
+    full_forward = False
 
-    def __init__(self, loaded):
-        self.loaded = loaded
-        self.vocab_size = loaded.vocab_size
-        self.context_start_id = loaded.context_start_id
+    def __init__(self, model):
+        self.model = model
+        self.hf = model.hf_model()
+        self.vocab_size = self.hf.get_output_embeddings().weight.shape[0]
+        self.context_start_id = model.context_start_id
+        self._fingerprint = None
 
     def fingerprint(self) -> bytes:
-        return self.loaded.float_fingerprint()
+        """BLAKE2b-128 of the float weights, token table and context-start id."""
+        if self._fingerprint is None:
+            h = hashlib.blake2b(digest_size=16)
+            h.update(b"float\0" + self.context_start_id.to_bytes(4, "little"))
+            h.update(self.model.tokenizer.digest())
+            for name, tensor in sorted(self.hf.state_dict().items()):
+                h.update(name.encode() + b"\0")
+                h.update(tensor.detach().contiguous().numpy().tobytes())
+            self._fingerprint = h.digest()
+        return self._fingerprint
 
     @staticmethod
     def runtime() -> str:
         """What else the decoder must match: the torch build and CPU architecture."""
+        import torch
         return f"torch {torch.__version__} {platform.machine()}"
 
     def stepper(self, n_rows: int, max_len: int = 0) -> _FloatStepper:
-        return _FloatStepper(self.loaded.hf_model, n_rows)
+        return _FloatStepper(self.hf, n_rows)
+
+    def cache_bytes(self, n_rows: int, max_len: int) -> int:
+        return 0  # one group at a time; transformers sizes its own cache
+
+
+def _legacy_engine(model):
+    from .legacy import LegacyEngine
+    return LegacyEngine(model)
+
+
+ENGINES = {Arithmetic.EXACT_V3: ExactEngine, Arithmetic.EXACT: _legacy_engine,
+           Arithmetic.FLOAT: FloatEngine}
+
+
+@functools.lru_cache(maxsize=2)
+def open_engine(model_name: str, arithmetic: Arithmetic | None, from_archive: bool = False):
+    """The engine for a model (loaded once per process): `arithmetic` None means exact-v3
+    where the architecture allows it, else float."""
+    from .models import load_model
+    from .network import supports
+    model = load_model(model_name, from_archive)
+    if arithmetic is None:
+        arithmetic = Arithmetic.EXACT_V3 if supports(model.config) else Arithmetic.FLOAT
+    if arithmetic != Arithmetic.FLOAT and not supports(model.config):
+        raise LlmzipError(f"exact arithmetic does not cover the {model.architecture} "
+                          f"architecture of {model_name!r}; use --arithmetic float")
+    try:
+        return ENGINES[arithmetic](model), model
+    except NotImplementedError as exc:
+        raise ModelUnavailableError(f"{model_name!r}: {exc}; use --arithmetic float") from None

@@ -13,19 +13,38 @@ from __future__ import annotations
 import html
 import json
 
+import numpy as np
+
 from .codec import CompressStats
 
-__all__ = ["explain", "render_page"]
+__all__ = ["explain", "render_page", "top_alternatives"]
 
 TOP_K = 5
 _MAX_SHADE_BITS = 16.0  # a token costing this many bits or more gets the darkest shade
 
 
+def top_alternatives(freqs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) ids of each row's k most likely tokens, best first, and their probabilities."""
+    k = min(k, freqs.shape[1])
+    ids = np.argpartition(-freqs, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(freqs, ids, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    ids, top = np.take_along_axis(ids, order, 1), np.take_along_axis(top, order, 1)
+    return ids, top / freqs.sum(axis=1, keepdims=True)
+
+
 def explain(codec, data: bytes, name: str, progress=None) -> tuple[str, CompressStats]:
     """Compress `data` with `codec` and return (HTML page, the compression's stats)."""
-    _, stats = codec.compress_with_stats(data, progress=progress, top_k=TOP_K)
-    tokenizer = codec.loaded_model(codec.default_model).tokenizer if stats.n_tokens else None
-    return render_page(data, stats, tokenizer, name), stats
+    tops: dict[int, list] = {}  # segment start -> its positions' top tokens, in order
+
+    def observe(start, freqs):
+        tops.setdefault(start, []).append(top_alternatives(freqs, TOP_K))
+
+    _, stats = codec.compress_with_stats(data, progress=progress, observe=observe)
+    tokenizer = codec.tokenizer() if stats.n_tokens else None
+    joined = {start: tuple(np.concatenate(col) for col in zip(*parts))
+              for start, parts in tops.items()}
+    return render_page(data, stats, tokenizer, name, joined), stats
 
 
 def _shown(raw: bytes) -> str:
@@ -38,14 +57,14 @@ def _shade(bits: float) -> str:
     return f"hsl(8,90%,{lightness:.0f}%)"
 
 
-def _token_spans(seg, tokenizer, records: list) -> list[str]:
+def _token_spans(seg, tokenizer, records: list, top) -> list[str]:
     spans = []
     for j, raw in enumerate(tokenizer.pieces(seg.ids)):
         bits = float(seg.bits[j])
         alternatives = []
-        if seg.top_ids is not None:
+        if top is not None:
             alternatives = [[_shown(tokenizer.table[int(t)]), round(float(p), 6)]
-                            for t, p in zip(seg.top_ids[j], seg.top_p[j])]
+                            for t, p in zip(top[0][j], top[1][j])]
         records.append([_shown(raw), round(2.0 ** -bits, 6), round(bits, 3), alternatives])
         # HTML turns a lone CR into a line break: drop CRs from the visible text, and mark
         # tokens with nothing visible (a CR, an escape) with a dot
@@ -56,15 +75,17 @@ def _token_spans(seg, tokenizer, records: list) -> list[str]:
     return spans
 
 
-def render_page(data: bytes, stats: CompressStats, tokenizer, name: str) -> str:
-    """The HTML page for a compression's stats (tokenizer: the model's ByteTokenizer)."""
+def render_page(data: bytes, stats: CompressStats, tokenizer, name: str,
+                tops: dict | None = None) -> str:
+    """The HTML page for a compression's stats (tokenizer: the model's ByteTokenizer;
+    tops: each segment's top tokens and probabilities by its start, if known)."""
     records: list = []
     body: list[str] = []
     pos = 0
     for seg in stats.segments:
         if seg.start > pos:
             body.append(_classical(data[pos:seg.start]))
-        body += _token_spans(seg, tokenizer, records)
+        body += _token_spans(seg, tokenizer, records, (tops or {}).get(seg.start))
         pos = seg.start + len(tokenizer.decode(seg.ids))
     if pos < len(data):
         body.append(_classical(data[pos:]))

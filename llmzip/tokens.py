@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+import numpy as np
+
 from .errors import ModelUnavailableError
 
 __all__ = ["ByteTokenizer"]
@@ -35,26 +37,23 @@ def _gpt2_unicode_to_byte() -> dict[str, int]:
     return {chr(c): b for b, c in chars.items()}
 
 
-def _is_byte_level(hf_tokenizer) -> bool:
-    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
-    decoder = getattr(backend, "decoder", None)
-    return decoder is not None and "ByteLevel" in repr(decoder)
+def _is_byte_level(backend) -> bool:
+    return backend.decoder is not None and "ByteLevel" in repr(backend.decoder)
 
 
-def _token_table(hf_tokenizer, vocab_size: int) -> tuple[list[bytes], dict[int, int]]:
+def _token_table(backend, vocab_size: int) -> tuple[list[bytes], dict[int, int]]:
     """Bytes of every id below vocab_size, and the id standing for each single byte it has."""
-    special = set(getattr(hf_tokenizer, "all_special_ids", []))
-    added = {i for i in getattr(hf_tokenizer, "added_tokens_decoder", {})}
-    n = min(vocab_size, len(hf_tokenizer))
-    pieces = hf_tokenizer.convert_ids_to_tokens(list(range(n)))
-    byte_level = _is_byte_level(hf_tokenizer)
+    added = set(backend.get_added_tokens_decoder())  # special tokens are added tokens
+    n = min(vocab_size, backend.get_vocab_size(with_added_tokens=True))
+    pieces = [backend.id_to_token(i) for i in range(n)]
+    byte_level = _is_byte_level(backend)
     to_byte = _gpt2_unicode_to_byte()
     table: list[bytes] = []
     byte_ids: dict[int, int] = {}
     for i, piece in enumerate(pieces):
         if piece is None:
             raw = b""
-        elif i in special or i in added:
+        elif i in added:
             raw = piece.encode("utf-8")
         elif byte_level:
             raw = bytes(to_byte[c] for c in piece) if all(c in to_byte for c in piece) \
@@ -72,14 +71,13 @@ def _token_table(hf_tokenizer, vocab_size: int) -> tuple[list[bytes], dict[int, 
 
 
 class ByteTokenizer:
-    """Any bytes -> token ids -> the same bytes, over a Hugging Face tokenizer."""
+    """Any bytes -> token ids -> the same bytes, over a Hugging Face `tokenizers.Tokenizer`
+    (a model's tokenizer.json; transformers is not needed)."""
 
-    def __init__(self, hf_tokenizer, vocab_size: int, escape_id: int):
-        self.hf = hf_tokenizer
-        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
-        if backend is not None:
-            backend.encode_special_tokens = True  # "<|endoftext|>" in a file is just text
-        self.table, byte_ids = _token_table(hf_tokenizer, vocab_size)
+    def __init__(self, backend, vocab_size: int, escape_id: int):
+        self.backend = backend
+        backend.encode_special_tokens = True  # "<|endoftext|>" in a file is just text
+        self.table, byte_ids = _token_table(backend, vocab_size)
         self.escape_id = escape_id
         self.byte_tokens: list[list[int]] = []  # byte value -> its token ids
         for b in range(256):
@@ -103,6 +101,13 @@ class ByteTokenizer:
             h.update(len(raw).to_bytes(2, "little") + raw)
         h.update(repr(self.byte_tokens).encode())
         return h.digest()
+
+    def byte_lengths(self):
+        """Bytes each token id spells (an escape counts 0: it only marks the next byte);
+        a lower bound for any run of tokens, which the decoder uses to stop early."""
+        lengths = np.array([len(raw) for raw in self.table], np.int64)
+        lengths[self.escape_id] = 0
+        return lengths
 
     def decode(self, ids) -> bytes:
         if self.escape_id not in ids:
@@ -139,10 +144,7 @@ class ByteTokenizer:
         return [i for b in raw for i in self.byte_tokens[b]]
 
     def _tokenize(self, text: str) -> list[int]:
-        backend = getattr(self.hf, "backend_tokenizer", None)
-        if backend is not None:
-            return backend.encode(text, add_special_tokens=False).ids
-        return self.hf.encode(text, add_special_tokens=False, split_special_tokens=True)
+        return self.backend.encode(text, add_special_tokens=False).ids
 
     def _encode_text(self, text: str) -> list[int]:
         """Tokenize valid text; runs whose tokens do not spell them fall back line by line,

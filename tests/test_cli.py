@@ -41,9 +41,9 @@ def _no_stray_files(directory, *expected):
     assert sorted(p.name for p in directory.iterdir()) == sorted(expected)
 
 
-def test_compress_then_decompress_restores_the_file_and_keeps_inputs(archive, tmp_path):
+def test_compress_then_decompress_restores_the_file_and_keeps_inputs(archive, tmp_path, tiny_llama):
     (tmp_path / "notes.txt").rename(tmp_path / "original.txt")
-    result = run("decompress", archive)
+    result = run("decompress", "-m", tiny_llama, archive)
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "notes.txt").read_bytes() == TEXT
     assert "checksum OK" in result.stderr
@@ -61,24 +61,25 @@ def test_compress_prints_sizes_bits_per_byte_cross_entropy_and_overhead(tmp_path
     assert "bits/byte; model cross-entropy" in line and "coder overhead +" in line
 
 
-def test_existing_output_is_not_overwritten_without_force(archive, tmp_path):
+def test_existing_output_is_not_overwritten_without_force(archive, tmp_path, tiny_llama):
     target = tmp_path / "notes.txt"
     target.write_bytes(b"precious")
-    line = one_error_line(run("decompress", archive), 1)
+    line = one_error_line(run("decompress", "-m", tiny_llama, archive), 1)
     assert line == f"llmzip: {target} already exists; use -f to overwrite"
     assert target.read_bytes() == b"precious"
-    assert run("decompress", "-f", archive).exit_code == 0
+    assert run("decompress", "-m", tiny_llama, "-f", archive).exit_code == 0
     assert target.read_bytes() == TEXT
 
 
 def test_stdin_to_stdout_round_trip(tiny_llama):
     packed = run("compress", "-m", tiny_llama, *SMALL, "-", stdin=TEXT)
     assert packed.exit_code == 0
-    assert run("decompress", "-c", "-", stdin=packed.stdout_bytes).stdout_bytes == TEXT
+    assert run("decompress", "-m", tiny_llama, "-c", "-",
+               stdin=packed.stdout_bytes).stdout_bytes == TEXT
 
 
 def test_output_option_names_the_output(archive, tmp_path, tiny_llama):
-    result = run("decompress", "-o", tmp_path / "copy.txt", archive)
+    result = run("decompress", "-m", tiny_llama, "-o", tmp_path / "copy.txt", archive)
     assert result.exit_code == 0 and (tmp_path / "copy.txt").read_bytes() == TEXT
     result = run("compress", "-q", "-m", tiny_llama, "-o", tmp_path / "x.llmz", tmp_path / "copy.txt")
     assert result.exit_code == 0 and (tmp_path / "x.llmz").read_bytes()[:4] == b"LLMZ"
@@ -160,27 +161,27 @@ def test_decompress_needs_the_suffix(tmp_path):
     assert line == f"llmzip: {plain}: unknown suffix (expected .llmz); use -o or -c"
 
 
-def test_test_command_checks_without_writing(archive, tmp_path):
-    result = run("test", archive)
+def test_test_command_checks_without_writing(archive, tmp_path, tiny_llama):
+    result = run("test", "-m", tiny_llama, archive)
     assert result.exit_code == 0 and result.stderr.strip().startswith(f"{archive}: OK (2,500 bytes")
     _no_stray_files(tmp_path, "notes.txt", "notes.txt.llmz")
     bad = bytearray(archive.read_bytes())
     bad[-1] ^= 0xFF
     archive.write_bytes(bytes(bad))
-    one_error_line(run("test", archive), 2)
+    one_error_line(run("test", "-m", tiny_llama, archive), 2)
 
 
 def test_info_json_names_model_settings_and_blocks(archive):
     result = run("info", "--json", archive)
     facts = json.loads(result.stdout)
     assert facts["original_bytes"] == 2500 and facts["archive_bytes"] == archive.stat().st_size
-    assert facts["model"]["arithmetic"] == "exact" and facts["model"]["segment_tokens"] == 64
+    assert facts["model"]["arithmetic"] == "exact-v3" and facts["model"]["segment_tokens"] == 64
     assert {b["method"] for b in facts["blocks"]} <= {"model", "lzma", "stored"}
 
 
 def test_info_text(archive):
     out = run("info", archive).stdout
-    assert "exact arithmetic" in out and "segments of <= 64 tokens" in out
+    assert "exact-v3 arithmetic" in out and "segments of <= 64 tokens" in out
 
 
 def test_models_lists_the_presets():

@@ -1,30 +1,37 @@
 """Library round trips with tiny models: any bytes in, the same bytes out."""
 
-import os
+import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import llmzip
-from llmzip import Codec, ModelMismatchError
-from llmzip.container import Method, unpack
+from llmzip import Codec, LlmzipError, ModelMismatchError, engine
+from llmzip.container import Arithmetic, Method, unpack
 
 from conftest import corpus_file
 
 SMALL = dict(segment_tokens=64, group_size=4)  # several segments and groups on small inputs
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _random_bytes(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
 
 EDGE_CASES = {
     "empty": b"",
     "one byte": b"x",
     "invalid utf-8": b"caf\xe9 \xff\xfe\xfd text after \xc3\x28 bad bytes",
     "nul bytes": b"header\x00\x00\x00\x00body\x00",
-    "random 16 KiB": os.urandom(16384),
+    "random 16 KiB": _random_bytes(16384),
     "alice29 slice": corpus_file("alice29.txt")[:3000],
     "asyoulik slice": corpus_file("asyoulik.txt")[5000:8000],
     "argparse slice": corpus_file("argparse.py")[:3000],
     "object.h slice": corpus_file("object_h_64k.h")[:3000],
     "elf binary slice": corpus_file("git_elf_64k.bin")[:6000],
-    "text, random, text": corpus_file("alice29.txt")[:1500] + os.urandom(3000)
+    "text, random, text": corpus_file("alice29.txt")[:1500] + _random_bytes(3000, 1)
                           + corpus_file("alice29.txt")[1500:3000],
 }
 
@@ -48,25 +55,32 @@ def test_round_trip_with_escaped_bytes(tiny_llama_missing_bytes, codecs, name):
     assert codec.decompress(codec.compress(data)) == data
 
 
-def test_float_arithmetic_round_trip(tiny_llama, codecs):
+def test_float_arithmetic_round_trip_records_threads_and_runtime(tiny_llama, codecs):
     codec = codecs(tiny_llama, arithmetic="float", **SMALL)
     data = EDGE_CASES["alice29 slice"]
     blob = codec.compress(data)
-    assert unpack(blob)[0].model.arithmetic.name == "FLOAT"
+    info = unpack(blob)[0].model
+    assert info.arithmetic == Arithmetic.FLOAT and info.threads >= 1 and "torch" in info.runtime
     assert codec.decompress(blob) == data
 
 
-def test_random_bytes_grow_by_at_most_64_bytes_and_load_no_model(tiny_llama):
+def test_exact_is_the_default_and_writes_exact_v3(tiny_llama, codecs):
+    blob = codecs(tiny_llama, **SMALL).compress(EDGE_CASES["alice29 slice"])
+    assert unpack(blob)[0].model.arithmetic == Arithmetic.EXACT_V3
+
+
+def test_random_bytes_grow_by_at_most_64_bytes_and_load_no_model(tiny_llama, monkeypatch):
+    def no_model(*args):
+        raise AssertionError("a model was loaded for data with no text")
+    monkeypatch.setattr(engine, "open_engine", no_model)
+    data = EDGE_CASES["random 16 KiB"]
     codec = Codec(tiny_llama)
-    data = os.urandom(16384)
     blob = codec.compress(data)
-    assert len(blob) - len(data) <= 64
-    assert codec._loaded == {}
+    assert len(blob) - len(data) <= 64 and codec.decompress(blob) == data
 
 
 def test_mixed_file_gets_model_blocks_around_a_stored_block(tiny_llama, codecs):
-    codec = codecs(tiny_llama, arithmetic="float", **SMALL)  # float mode never demotes
-    header = unpack(codec.compress(EDGE_CASES["text, random, text"]))[0]
+    header = unpack(codecs(tiny_llama, **SMALL).compress(EDGE_CASES["text, random, text"]))[0]
     methods = [b.method for b in header.blocks]
     assert methods[0] == methods[-1] == Method.MODEL
     assert Method.STORED in methods
@@ -79,26 +93,33 @@ def test_segments_the_model_codes_worse_than_lzma_go_to_lzma(tiny_llama_other, c
     assert stats.n_tokens == 0 and unpack(blob)[0].model is None
 
 
-def test_exact_full_forward_and_stepped_encoders_write_identical_archives(tiny_llama, codecs):
-    data = corpus_file("alice29.txt")[10000:13000]  # what the tiny model was trained on
+def test_segments_have_equal_lengths(tiny_llama, codecs):
+    """The decoder steps all segments in lockstep: equal lengths end them together."""
+    blob = codecs(tiny_llama, segment_tokens=64, group_size=4).compress(corpus_file("alice29.txt")[:2000])
+    lengths = [b.n_tokens for b in unpack(blob)[0].blocks]
+    assert max(lengths) <= 64 and max(lengths) - min(lengths) <= 2
+
+
+def test_full_forward_and_stepped_encoders_write_identical_archives(tiny_llama, codecs):
+    data = corpus_file("alice29.txt")[10000:13000]
     full, stats = codecs(tiny_llama, encoder="full", **SMALL).compress_with_stats(data)
     stepped = codecs(tiny_llama, encoder="stepped", **SMALL).compress(data)
     assert stats.n_tokens > 0 and full == stepped
 
 
-def test_decodes_with_any_batch_and_thread_count(tiny_llama, codecs):
+@pytest.mark.parametrize("threads, batch", [(1, 1), (2, 3), (2, None)])
+def test_decodes_with_any_batch_and_thread_count(tiny_llama, codecs, threads, batch):
     data = EDGE_CASES["alice29 slice"]
     blob = codecs(tiny_llama, threads=2, segment_tokens=64, group_size=8).compress(data)
-    assert codecs(tiny_llama, threads=1, decode_batch=1).decompress(blob) == data
-    assert codecs(tiny_llama, threads=2, decode_batch=3).decompress(blob) == data
+    assert codecs(tiny_llama, threads=threads, decode_batch=batch).decompress(blob) == data
 
 
-@pytest.mark.parametrize("memory_mb", [0, 4096], ids=["a wave per group", "groups in lockstep"])
+@pytest.mark.parametrize("memory_mb", [1, 4096], ids=["a wave per group", "groups in lockstep"])
 def test_groups_decode_alone_or_in_lockstep(tiny_llama, codecs, memory_mb):
     data = EDGE_CASES["alice29 slice"] + EDGE_CASES["argparse slice"][:700]  # a short last segment
     blob = codecs(tiny_llama, segment_tokens=64, group_size=3).compress(data)
     assert len(unpack(blob)[0].stream_sizes) > 3
-    assert codecs(tiny_llama, decode_memory_mb=memory_mb, decode_batch=2).decompress(blob) == data
+    assert codecs(tiny_llama, decode_memory_mb=memory_mb).decompress(blob) == data
 
 
 def test_code_length_within_half_a_percent_of_cross_entropy(tiny_llama, codecs):
@@ -118,9 +139,16 @@ def test_wrong_model_is_a_mismatch(tiny_llama, tiny_llama_other, codecs):
         Codec(tiny_llama_other).decompress(blob)
 
 
+def test_a_model_path_named_by_an_archive_is_not_loaded(tiny_llama, codecs):
+    """An archive is untrusted: it may only name a preset; a path needs --model."""
+    blob = codecs(tiny_llama, **SMALL).compress(EDGE_CASES["alice29 slice"])
+    with pytest.raises(LlmzipError, match=f"not a preset; if you trust it, decompress with --model"):
+        Codec().decompress(blob)
+
+
 def test_one_shot_functions(tiny_llama):
     data = b"one-shot API " * 20
-    assert llmzip.decompress(llmzip.compress(data, model=tiny_llama)) == data
+    assert llmzip.decompress(llmzip.compress(data, model=tiny_llama), model=tiny_llama) == data
 
 
 def test_stats_describe_the_archive(tiny_llama, codecs):
@@ -130,3 +158,40 @@ def test_stats_describe_the_archive(tiny_llama, codecs):
     assert stats.model_bytes == len(data) and stats.blocks == {"model": len(data)}
     assert sum(len(seg.ids) for seg in stats.segments) == stats.n_tokens
     assert np.isclose(sum(seg.bits.sum() for seg in stats.segments), stats.xent_bits)
+    assert stats.code_bits == 8 * sum(unpack(blob)[0].stream_sizes)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma", "tiny-llama-nobytes"])
+def test_exact_v2_golden_archives_still_decode(name):
+    """Archives of llmzip 0.1 (exact-v2 arithmetic) decode with the frozen v2 engine."""
+    blob = (GOLDEN / f"{name}-exact-v2.llmz").read_bytes()
+    assert unpack(blob)[0].model.arithmetic == Arithmetic.EXACT
+    model = str(Path(__file__).parent / "models" / name)
+    assert Codec(model).decompress(blob) == (GOLDEN / f"{name}-exact-v2.orig").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
+def test_exact_v3_golden_archives_are_reproduced_byte_for_byte(name, monkeypatch):
+    """exact-v3 on any machine writes exactly these bytes for these texts (the archive
+    records the model name as given: a path relative to tests/)."""
+    monkeypatch.chdir(Path(__file__).parent)
+    original = (GOLDEN / f"{name}-exact-v3.orig").read_bytes()
+    model = f"models/{name}"
+    blob = Codec(model, segment_tokens=48, group_size=3).compress(original)
+    assert blob == (GOLDEN / f"{name}-exact-v3.llmz").read_bytes()
+    assert Codec(model).decompress(blob) == original
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("segment_tokens", 0, "segment_tokens must be an integer from 16 to 16,384 (got 0)"),
+    ("segment_tokens", 10**6, "segment_tokens must be an integer from 16 to 16,384"),
+    ("group_size", 0, "group_size must be an integer from 1 to 256 (got 0)"),
+    ("encoder", "ful", "unknown encoder 'ful' (full or stepped)"),
+    ("arithmetic", "fast", "unknown arithmetic 'fast' (exact or float)"),
+    ("threads", 0, "threads must be an integer from 1 to 1,024 (got 0)"),
+    ("decode_memory_mb", -1, "decode_memory_mb must be an integer"),
+    ("colour", "blue", "unknown setting 'colour'"),
+])
+def test_bad_settings_are_refused_where_they_are_made(option, value, message):
+    with pytest.raises(LlmzipError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Codec(**{option: value})

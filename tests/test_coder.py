@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import constriction
 
-from llmzip.coder import StreamDecoder, TwoLevel, default_bucket_size, encode_steps
+from llmzip.coder import CoderRows, StreamDecoder, TwoLevel, default_bucket_size, encode_group
 from llmzip.errors import CorruptArchiveError
 
 
@@ -20,8 +20,11 @@ def _sample(rng, freqs):
 
 
 def _encode(two_level, steps):
-    rows = [two_level.split(f, t) for f, t in steps]
-    return encode_steps((m, i, b, o) for m, i, b, o, _ in rows), sum(r[4].sum() for r in rows)
+    """A group's stream from (tables, tokens) per step, row j of a step being segment j."""
+    split = [two_level.split(f, t) for f, t in steps]
+    segments = [CoderRows.concat([r.take(j) for r in split if len(r.buckets) > j])
+                for j in range(max(len(t) for _, t in steps))]
+    return encode_group(segments), sum(r.xent_bits.sum() for r in split)
 
 
 @pytest.mark.parametrize("vocab, bucket", [(49152, 256), (1000, 32), (100, 16), (262144, 512)])
@@ -60,10 +63,28 @@ def test_stream_bytes_are_pinned():
     two_level = TwoLevel(100, 16)
     freqs = np.arange(1, 201, dtype=np.int64).reshape(2, 100) ** 2
     stream, _ = _encode(two_level, [(freqs, np.array([3, 97]))])
-    assert stream.hex() == PINNED
+    assert stream.hex() == "ef8c0e01"
 
 
-PINNED = "ef8c0e01"
+def test_a_long_stream_is_pinned():
+    """300 tokens from tables made by integer arithmetic alone (no RNG), 49,152 ids, four
+    segments ending at different steps: its length and hash pin the coder's output."""
+    import hashlib
+    two_level = TwoLevel(49152, 256)
+    ids = np.arange(49152, dtype=np.int64)
+    steps = []
+    for t in range(100):
+        width = 4 if t < 50 else 2 if t < 90 else 1
+        freqs = np.stack([((ids * 2654435761 + 97 * t + 13 * j) % 10007 + 1) ** 2
+                          for j in range(width)])
+        steps.append((freqs, (np.arange(width) * 7919 + t * 104729) % 49152))
+    stream, _ = _encode(two_level, steps)
+    assert (len(stream), hashlib.sha256(stream).hexdigest()[:16]) == PINNED_LONG
+    decoder = StreamDecoder(stream, two_level)
+    assert all(decoder.decode(f).tolist() == t.tolist() for f, t in steps)
+
+
+PINNED_LONG = (612, "775466d76f46f039")
 
 
 def test_impossible_bucket_is_reported_as_corruption():
@@ -75,6 +96,13 @@ def test_impossible_bucket_is_reported_as_corruption():
     stream = enc.get_compressed().astype("<u4").tobytes()
     with pytest.raises(CorruptArchiveError, match="outside the vocabulary"):
         StreamDecoder(stream, two_level).decode(freqs)
+
+
+def test_a_stream_that_cannot_be_decoded_is_corruption_not_a_crash():
+    """constriction asserts on rows it cannot use; a crafted bucket size of 3 led there."""
+    two_level = TwoLevel(100, 3)
+    with pytest.raises(CorruptArchiveError, match="does not decode"):
+        StreamDecoder(b"\xff" * 8, two_level).decode(np.zeros((1, 100), np.int64))
 
 
 def test_stream_of_partial_words_is_corrupt():

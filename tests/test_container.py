@@ -9,7 +9,7 @@ from llmzip.container import (Arithmetic, Block, Header, Method, ModelInfo, desc
 from llmzip.errors import CorruptArchiveError
 
 MODEL = ModelInfo(name="smollm2-135m", fingerprint=bytes(range(16)),
-                  arithmetic=Arithmetic.EXACT, segment_tokens=2048, group_size=16,
+                  arithmetic=Arithmetic.EXACT_V3, segment_tokens=2048, group_size=16,
                   bucket_size=256)
 
 
@@ -95,6 +95,6 @@ def test_newer_format_version_asks_for_an_upgrade():
 def test_describe_reports_header_facts_without_a_model():
     facts = describe(pack(*_sample()))
     assert facts["model"]["name"] == "smollm2-135m"
-    assert facts["model"]["arithmetic"] == "exact"
+    assert facts["model"]["arithmetic"] == "exact-v3"
     assert [b["method"] for b in facts["blocks"]] == ["stored", "model", "lzma"]
     assert facts["blocks"][1]["tokens"] == 80

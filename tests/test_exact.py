@@ -1,84 +1,150 @@
-"""Exact arithmetic: identical integer tables whatever the path, threads or batch."""
+"""Exact arithmetic: identical integer tables whatever the path, threads, batch or kernel."""
 
 import math
 
+import numba
 import numpy as np
 import pytest
-import torch
 
-from llmzip import exact
-from llmzip.engine import exp_table, lookup
+from llmzip import arithmetic as ar
+from llmzip import kernels
+from llmzip.engine import open_engine
+from llmzip.network import Stepper, _quantize
+from llmzip.tables import exp_table, rope_table, sigmoid_table
 
 from conftest import corpus_file
 
 N_TOKENS = 80  # longer than the tiny Gemma's 16-token sliding window
+RNG = np.random.default_rng(0)
 
 
 @pytest.fixture(params=["tiny_llama", "tiny_gemma"])
-def model_and_engine(request, codecs):
-    model = request.getfixturevalue(request.param)
-    return model, codecs(model).engine(model, None)
+def engine_and_model(request):
+    return open_engine(request.getfixturevalue(request.param), None)
 
 
-def _ids(codecs, model, n=N_TOKENS, offset=0):
-    tokenizer = codecs(model).loaded_model(model).tokenizer
-    return tokenizer.encode(corpus_file("alice29.txt")[offset:offset + 4 * n])[:n]
+def _ids(model, n=N_TOKENS, offset=0):
+    return model.tokenizer.encode(corpus_file("alice29.txt")[offset:offset + 4 * n])[:n]
 
 
 def _full(engine, ids):
     return np.concatenate(list(engine.full_tables(ids)))
 
 
-def _stepped(engine, sequences, max_batch=None):
-    stepper = engine.stepper(len(sequences), len(sequences[0]), max_batch=max_batch)
+def _stepped(engine, sequences):
+    """Tables of every position of each sequence, rows stepped together, (rows, T, V)."""
+    stepper = engine.stepper(len(sequences), len(sequences[0]))
     inputs = np.full(len(sequences), engine.context_start_id)
     out = []
     for t in range(len(sequences[0])):
         out.append(stepper.step(inputs))
         inputs = np.array([s[t] for s in sequences])
-    return np.stack(out, axis=1)  # (rows, T, V)
+    return np.stack(out, axis=1)
 
 
-def test_full_forward_equals_kv_cached_steps(model_and_engine, codecs):
-    model, engine = model_and_engine
-    ids = _ids(codecs, model)
+def test_full_forward_equals_kv_cached_steps(engine_and_model):
+    engine, model = engine_and_model
+    ids = _ids(model)
     assert np.array_equal(_full(engine, ids), _stepped(engine, [ids])[0])
 
 
-def test_one_and_two_threads_give_identical_tables(model_and_engine, codecs):
-    model, engine = model_and_engine
-    ids = _ids(codecs, model)
-    before = torch.get_num_threads()
+def test_one_and_two_threads_give_identical_tables(engine_and_model):
+    engine, model = engine_and_model
+    ids = _ids(model)
+    before = numba.get_num_threads()
     try:
-        torch.set_num_threads(1)
+        numba.set_num_threads(1)
         one = _full(engine, ids), _stepped(engine, [ids])
-        torch.set_num_threads(2)
+        numba.set_num_threads(2)
         two = _full(engine, ids), _stepped(engine, [ids])
     finally:
-        torch.set_num_threads(before)
+        numba.set_num_threads(before)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
 
 
-def test_batch_of_eight_equals_eight_batches_of_one(model_and_engine, codecs):
-    model, engine = model_and_engine
-    sequences = [_ids(codecs, model, 40, offset=1000 * i) for i in range(8)]
+def test_a_row_gets_the_same_tables_alone_or_with_seven_others(engine_and_model):
+    engine, model = engine_and_model
+    sequences = [_ids(model, 40, offset=1000 * i) for i in range(8)]
     together = _stepped(engine, sequences)
-    assert np.array_equal(together, _stepped(engine, sequences, max_batch=1))
-    assert np.array_equal(together, _stepped(engine, sequences, max_batch=3))
     for i in (0, 5):
+        assert np.array_equal(together[i], _stepped(engine, [sequences[i]])[0])
         assert np.array_equal(together[i], _full(engine, sequences[i]))
 
 
-def test_exact_cross_entropy_matches_the_float_model(model_and_engine, codecs):
-    model, engine = model_and_engine
-    ids = _ids(codecs, model, 200)
+def test_rows_that_end_early_leave_the_others_unchanged(tiny_llama):
+    engine, model = open_engine(tiny_llama, None)
+    long, short = _ids(model, 30), _ids(model, 12, offset=500)
+    stepper = engine.stepper(2, 30)
+    inputs, tables = np.array([engine.context_start_id] * 2), []
+    for t in range(30):
+        tables.append(stepper.step(inputs)[0])
+        inputs = np.array([long[t], short[t]]) if t + 1 < len(short) else np.array([long[t]])
+    assert np.array_equal(np.stack(tables), _full(engine, long))
+
+
+def test_exact_cross_entropy_is_within_half_a_percent_of_the_float_model(engine_and_model):
+    import torch
+    engine, model = engine_and_model
+    ids = _ids(model, 200)
     freqs = _full(engine, ids)
     exact_bits = -np.log2(freqs[np.arange(len(ids)), ids] / freqs.sum(axis=1)).sum()
-    hf = codecs(model).loaded_model(model).hf_model
     with torch.no_grad():
-        logits = hf(torch.tensor([[engine.context_start_id] + ids[:-1]])).logits[0].double()
-    float_bits = -torch.log_softmax(logits, -1)[torch.arange(len(ids)), ids].sum().item() / math.log(2)
-    assert abs(exact_bits / float_bits - 1) < 0.002
+        logits = model.hf_model()(torch.tensor([[engine.context_start_id] + ids[:-1]])).logits[0]
+    float_bits = -torch.log_softmax(logits.double(), -1)[torch.arange(len(ids)), ids].sum().item() \
+        / math.log(2)
+    assert abs(exact_bits / float_bits - 1) < 0.005
+
+
+def test_fingerprint_names_the_weights_and_the_arithmetic(tiny_llama, tiny_llama_other):
+    a = open_engine(tiny_llama, None)[0].fingerprint()
+    b = open_engine(tiny_llama_other, None)[0].fingerprint()
+    assert a != b and len(a) == 16
+    from llmzip.container import Arithmetic
+    assert open_engine(tiny_llama, Arithmetic.EXACT)[0].fingerprint() != a  # exact-v2
+
+
+# --- the bounds that make every product exact ----------------------------------------------
+
+ADVERSARIAL_ROWS = {
+    "flat": np.ones(2048),
+    "one spike": np.r_[1e6, np.ones(2047) * 1e-3],
+    "alternating": np.tile([1.0, -1.0], 1024),
+    "gaussian": RNG.standard_normal(2048),
+    "heavy tail": RNG.standard_cauchy(2048),
+}
+
+
+@pytest.mark.parametrize("row", ADVERSARIAL_ROWS.values(), ids=ADVERSARIAL_ROWS.keys())
+def test_matrix_inputs_keep_their_l1_below_the_float32_bound(row):
+    x = row[None, :].copy()
+    q, scale = np.empty(x.shape), np.empty(1)
+    ar.quantize_rows(x, q, scale)
+    assert np.abs(q).max() <= ar.ACT_MAX
+    assert np.abs(q).sum() <= ar.L1_CAP + x.shape[1]
+    assert (ar.L1_CAP + 2048 + 1) * 127 < 2**24  # the margin the kernels rely on
+
+
+@pytest.mark.parametrize("row", ADVERSARIAL_ROWS.values(), ids=ADVERSARIAL_ROWS.keys())
+def test_float32_blas_and_int32_loops_give_the_exact_products(row):
+    """Worst-case weights (all +-127, signs matching the input) on every adversarial row."""
+    x = row[None, :].copy()
+    q, scale = np.empty(x.shape), np.empty(1)
+    ar.quantize_rows(x, q, scale)
+    w = np.vstack([np.where(q[0] >= 0, 127, -127), -np.where(q[0] >= 0, 127, -127),
+                   RNG.integers(-127, 128, q.shape[1])]).astype(np.int8)
+    exact = q.astype(np.int64) @ w.astype(np.int64).T
+    assert np.array_equal(kernels.products_blas(q.astype(np.float32), w), exact)
+    assert np.array_equal(kernels.products_int32(q.astype(np.int16), w), exact)
+
+
+def test_folded_attention_weights_stay_below_2_to_the_17():
+    n = ar.MAX_KEYS
+    logits = np.zeros(n)  # uniform attention: the most rounding up
+    w, folded = np.empty(n), np.empty(n)
+    total = ar.attention_weights(logits, ar.ATTENTION_EXP, w)
+    ratio = np.ones(n)
+    ar.fold_value_scales(w, total, ratio, folded)
+    assert folded.sum() <= ar.WEIGHT_TOTAL + n / 2 and (ar.WEIGHT_TOTAL + n / 2) * 127 < 2**24
 
 
 def test_spread_norm_gains_stay_out_of_the_int8_weights():
@@ -86,72 +152,57 @@ def test_spread_norm_gains_stay_out_of_the_int8_weights():
     gain is small. Folded into int8 weights, the small-gain channels round away (that cost
     +41% bits per byte on alice29); applied to the activations instead, only the int8
     weights' own rounding remains."""
-    gen = torch.Generator().manual_seed(0)
     d = 640
-    gain = 0.2 * torch.exp(torch.rand(d, generator=gen, dtype=torch.float64) * math.log(300))
-    weight = torch.randn(64, d, generator=gen, dtype=torch.float64)
-    h = torch.randn(8, d, generator=gen, dtype=torch.float64) / gain
-    want = (h / h.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt() * gain) @ weight.T
+    gain = 0.2 * np.exp(RNG.random(d) * math.log(300))
+    weight = RNG.standard_normal((64, d))
+    h = RNG.standard_normal((8, d)) / gain
+    want = (h / np.sqrt((h * h).mean(-1, keepdims=True) + 1e-6) * gain) @ weight.T
 
-    def error(fold_gain):
-        got = exact.Linear(weight, gain, fold_gain=fold_gain).normed(h, 1e-6)
-        return ((got - want).norm() / want.norm()).item()
+    def error(fold):
+        lin = _quantize(weight, gain, fold)
+        q, factor = np.empty(h.shape), np.empty(len(h))
+        ar.norm_quantize_rows(h, lin.get("gain", np.empty(0)), 1e-6, q, factor)
+        got = (q @ lin["w8"].astype(np.float64).T * factor[:, None]) * lin["scale"]
+        return np.linalg.norm(got - want) / np.linalg.norm(want)
 
-    assert error(fold_gain=False) < 0.01 < 0.2 < error(fold_gain=True)
+    assert error(fold=False) < 0.01 < 0.2 < error(fold=True)
 
 
-def test_fingerprint_names_the_weights(tiny_llama, tiny_llama_other, codecs):
-    a = codecs(tiny_llama).engine(tiny_llama, None).fingerprint()
-    b = codecs(tiny_llama_other).engine(tiny_llama_other, None).fingerprint()
-    again = codecs(tiny_llama, threads=1).engine(tiny_llama, None).fingerprint()
-    assert a != b and a == again and len(a) == 16
-
+# --- tables and IEEE operations --------------------------------------------------------------
 
 def test_exp_table_values():
     table = exp_table(256, 32)
     assert table[0] == 2**32 and table[256] == round(2**32 / math.e) and table[-1] == 0
 
 
-def test_lookup_rounds_half_to_even():
-    table = torch.arange(10, dtype=torch.float64) * 10
-    pos = torch.tensor([0.0, 0.5, 1.5, 2.5, 2.49, 9.0], dtype=torch.float64)
-    assert lookup(table, pos).tolist() == [0, 0, 20, 20, 20, 90]
-
-
 def test_sigmoid_table_error_below_1e_6():
-    x = torch.linspace(-20, 20, 100001, dtype=torch.float64)
-    err = (exact.sigmoid(x) - torch.sigmoid(x)).abs().max().item()
-    assert err < 1e-6
+    x = np.linspace(-20, 20, 100000)[:, None]  # no zero: silu(x) / x is the sigmoid
+    out = np.empty((len(x), 1))
+    table, diff = sigmoid_table(ar.SIGMOID_RANGE, ar.SIGMOID_STEPS)
+    ar.gated_activation(np.hstack([x, np.ones_like(x)]), False, table, diff, out)
+    assert np.abs(out[:, 0] / x[:, 0] - 1 / (1 + np.exp(-x[:, 0]))).max() < 1e-6
 
 
 def test_rope_table_matches_cos_and_sin():
-    cos, sin = exact._rope_table(10000.0, 64, 3000)
-    pos = torch.arange(3000, dtype=torch.float64)[:, None]
-    angle = pos * (10000.0 ** (-torch.arange(0, 64, 2, dtype=torch.float64) / 64))
-    assert (cos[:, :32] - torch.cos(angle)).abs().max() < 1e-9
-    assert (sin[:, 32:] - torch.sin(angle)).abs().max() < 1e-9
+    cos, sin = rope_table(10000.0, 64, 3000)
+    angle = np.arange(3000)[:, None] * (10000.0 ** (-np.arange(0, 64, 2) / 64))
+    assert np.abs(cos[:, :32] - np.cos(angle)).max() < 1e-9
+    assert np.abs(sin[:, 32:] - np.sin(angle)).max() < 1e-9
 
 
-def test_quantize_fixed_clamps_to_the_bound():
-    q = exact.quantize_fixed(torch.tensor([1.0, -5.0, 2.5]), torch.tensor(1.0), 2.0)
-    assert q.tolist() == [1.0, -2.0, 2.0]
+def test_numba_rules_are_single_ieee_operations_never_fused():
+    """RoPE's x cos + y sin must be two roundings then an addition: an FMA would change
+    results on CPUs that have one."""
+    x = RNG.standard_normal((500, 1, 64))
+    cos, sin = RNG.standard_normal((1, 64)), RNG.standard_normal((1, 64))
+    got = x.copy()
+    ar.rotate(got, np.zeros(500, np.int64), cos, sin)
+    half = np.concatenate([-x[..., 32:], x[..., :32]], axis=-1)
+    assert np.array_equal(got, x * cos[0] + half * sin[0])
 
 
-def test_float64_fallback_gives_the_same_tables_as_the_int8_kernel(model_and_engine, codecs,
-                                                                    monkeypatch):
-    """Where torch._int_mm is missing or inexact (pre-VNNI x86 saturates), the same integer
-    products come from float64: archives must not depend on which path a machine takes."""
-    model, engine = model_and_engine
-    ids = _ids(codecs, model, 40)
-    fast = _full(engine, ids)  # int8 kernel where it is exact (it is on x86 with VNNI)
-    monkeypatch.setattr(exact, "_INT_MM_EXACT", False)  # a machine without one
-    assert np.array_equal(fast, _full(engine, ids))
-    assert np.array_equal(fast, _stepped(engine, [ids])[0])
-
-
-def test_int8_limbs_recombine_exactly():
-    x = torch.tensor([-exact.ACT_MAX, -32768 + 129, -129, -128, -1, 0, 1, 127, 128, 255, 256,
-                      exact.ACT_MAX], dtype=torch.float64)
-    hi, lo = exact._int8_limbs(x)
-    assert hi.dtype == lo.dtype == torch.int8
-    assert torch.equal(hi.to(torch.float64) * 256 + lo.to(torch.float64), x)
+def test_stepper_cache_is_int8_with_one_scale_per_vector(tiny_llama):
+    engine, _ = open_engine(tiny_llama, None)
+    stepper = engine.stepper(3, 50)
+    assert isinstance(stepper, Stepper) and stepper.keys.dtype == np.int8
+    assert engine.cache_bytes(3, 50) == stepper.keys.nbytes * 2 + stepper.k_scale.nbytes * 2

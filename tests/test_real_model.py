@@ -16,9 +16,14 @@ from conftest import corpus_file
 
 pytestmark = pytest.mark.real_model
 MODEL = "smollm2-135m"
-GOLDEN = Path(__file__).parent / "golden" / "smollm2-135m-exact-v2.llmz"
-GOLDEN_TEXT = corpus_file("alice29.txt")[600:900]
+GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_SETTINGS = dict(segment_tokens=32, group_size=4)
+PRESETS = ["smollm2-135m", "gemma3-270m"]
+
+
+def _installed(name: str) -> bool:
+    from llmzip.models import list_models
+    return any(r["name"] == name and r["installed"] for r in list_models())
 
 
 def test_round_trip_of_a_few_kilobytes_with_the_default_model():
@@ -46,12 +51,25 @@ def test_archive_from_one_thread_decodes_with_two_threads():
     assert Codec(threads=2).decompress(blob) == data
 
 
-def test_golden_archive_is_reproduced_byte_for_byte():
-    """Exact arithmetic is machine-independent: this file, made once, must be what any
-    machine writes for the same text, and must decode here."""
-    blob = Codec(MODEL, **GOLDEN_SETTINGS).compress(GOLDEN_TEXT)
-    assert blob == GOLDEN.read_bytes()
-    assert Codec().decompress(GOLDEN.read_bytes()) == GOLDEN_TEXT
+@pytest.mark.parametrize("preset", PRESETS)
+def test_golden_archive_is_reproduced_byte_for_byte(preset):
+    """exact-v3 is machine-independent: this file, made once, must be what any machine
+    writes for the same text, and must decode here."""
+    if not _installed(preset):
+        pytest.skip(f"{preset} is not installed")
+    original = (GOLDEN / f"{preset}-exact-v3.orig").read_bytes()
+    blob = Codec(preset, **GOLDEN_SETTINGS).compress(original)
+    assert blob == (GOLDEN / f"{preset}-exact-v3.llmz").read_bytes()
+    assert Codec().decompress(blob) == original
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_exact_v2_golden_archive_still_decodes(preset):
+    """Archives of llmzip 0.1 decode with the frozen exact-v2 engine."""
+    if not _installed(preset):
+        pytest.skip(f"{preset} is not installed")
+    blob = (GOLDEN / f"{preset}-exact-v2.llmz").read_bytes()
+    assert Codec().decompress(blob) == (GOLDEN / f"{preset}-exact-v2.orig").read_bytes()
 
 
 def test_missing_bytes_and_binary_use_escapes_and_classical_blocks():

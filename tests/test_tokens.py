@@ -1,9 +1,10 @@
 """Bytes <-> tokens: lossless for any input, escapes for bytes a vocabulary lacks."""
 
-import os
+import random
+from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer
 
 from llmzip.tokens import ByteTokenizer
 
@@ -18,13 +19,13 @@ EDGE_CASES = {
     "every byte": bytes(range(256)),
     "special token text": b"<|endoftext|> is only text here",
     "unicode": "naïve café 中文 😀 \u2581 \r\n".encode(),
-    "random": os.urandom(4096),
+    "random": random.Random(0).randbytes(4096),
 }
 
 
 def _byte_tokenizer(directory, escape_id=0):
-    hf = AutoTokenizer.from_pretrained(directory)
-    return ByteTokenizer(hf, len(hf), escape_id)
+    backend = Tokenizer.from_file(str(Path(directory) / "tokenizer.json"))
+    return ByteTokenizer(backend, backend.get_vocab_size(with_added_tokens=True), escape_id)
 
 
 @pytest.fixture(scope="module")

@@ -1,41 +1,16 @@
-"""Integer-exact transformer forward: the same next-token frequencies on any machine.
+"""exact-v2 arithmetic, kept only to decode the archives written with it (llmzip 0.1).
 
-Llama (SmolLM2) and Gemma 3, rebuilt from the float checkpoint so that no result depends on
-summation order, thread count, batch shape, vector width or device:
-
-- Every matmul and every sum runs over integers whose largest possible partial sum fits
-  its accumulator, so no operation rounds and any order gives the same bits. Weights are
-  int8 per output channel, activations int16 per token, split into
-  two int8 limbs (x = 256 hi + lo): `torch._int_mm` (int8 x int8 -> int32; VNNI on x86)
-  computes both products exactly, |sum| <= 2^7 2^7 K <= 2^27. A start-up check falls back
-  to float64 products of the same integers where a platform's int8 kernel is not exact
-  (pre-VNNI x86 can saturate), so the result never depends on the machine.
-- Llama folds each norm's gain into the next weights (measured cost against float32: at
-  most +0.25% on the corpus with SmolLM2). Gemma must not: its (1 + w) gains span 0.16 to
-  300 within one norm and its activations are largest where the gain is smallest, so the
-  large gains set every int8 row's step and the small-gain channels round away (measured:
-  +41% bits per byte on alice29). There the gain multiplies the normalized activation,
-  which is then quantized to int16 per token, 256 times finer. The choice is part of the
-  arithmetic, so changing it for Llama would change SmolLM2's archives.
-- Keys and values use fixed scales from a proven bound: after RMSNorm ||x||_2 <= sqrt(d), so
-  |W_j . x| <= ||W_j||_2 sqrt(d) (with QK-norm, |k_j| <= sqrt(D) |g_j|; RoPE keeps each
-  pair's norm). So the KV cache holds plain integers, and q.k (2^15 2^22 2^8) and
-  weights x values (2^18 2^20 2^14 keys) stay exact in float64.
-- Everything else is single IEEE-754 operations (+ - x / sqrt, round-half-even, floor),
-  which are correctly rounded everywhere; no fused kernels (FMA contraction differs across
-  CPUs) and no libm: exp, sigmoid and the RoPE angles come from tables built with `decimal`
-  and Python integers.
-- Softmax weights are integers from an exp table; the vocabulary softmax is
-  `engine.frequencies`, shared with the float engine.
-
-Hence the encoder runs one full-sequence forward per segment while the decoder runs KV-cached
-steps in any batch, and both see identical integers. Architectures other than these two keep
-the float engine. Cost against the float model: README, "Exact arithmetic".
+Frozen: these lines compute exactly what the exact-v2 encoder computed, in torch, so its
+archives keep decoding bit for bit; nothing here writes archives. exact-v3 (`arithmetic`,
+`network`) replaced it because its numbers are not machine-independent after all:
+torch.sqrt on x86 CPUs (MKL/SLEEF vector code) is not correctly rounded for about 1% of
+inputs and depends on the vector lane an element lands in, so v2 fingerprints and norms
+hold only for torch builds that round alike (x86 torch 2.13 here); and its float64 KV cache
+made decoding slow and memory-hungry. The docstrings below are v2's own.
 """
 
 from __future__ import annotations
 
-import decimal
 import hashlib
 import math
 from dataclasses import dataclass
@@ -43,10 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .arithmetic import frequencies
 from .container import Arithmetic
-from .engine import exp_table, frequencies, lookup, use_large_allocation_cache
+from .tables import exp_table as _exp_table_np
+from .tables import rope_table as _rope_table_np
+from .tables import sigmoid_table as _sigmoid_table_np
 
-__all__ = ["ExactEngine", "supports", "ARITHMETIC_VERSION"]
+__all__ = ["LegacyEngine"]
 
 ARITHMETIC_VERSION = b"exact-v2"  # part of the fingerprint: change it when any number changes
 ACT_MAX = float(127 * 256 + 127)  # activations and queries: int16 that split into int8 limbs
@@ -59,81 +37,28 @@ MAX_KEYS = 2**14  # longest attention span the bounds above allow
 LOGIT_STEPS = 256  # attention logits compared at 1/256 nat
 ATT_BITS = 18  # attention weights: integers up to 2^18
 SIGMOID_RANGE, SIGMOID_STEPS = 16, 128  # sigmoid table on [-16, 16] every 1/128, interpolated
-QUERY_BLOCK = 256  # full forward: queries per attention block (skips the masked half)
-LOGIT_CHUNK = 64  # positions per vocabulary-logits chunk
 GELU_TANH_K = 1.5957691216057308  # 2*sqrt(2/pi): gelu_tanh(x) = x * sigmoid(k*(x + c*x^3))
 GELU_TANH_C = 0.044715
 BOUND_MARGIN = 1 + 2.0**-20  # covers the rounding of the few IEEE steps behind a bound
 
-SUPPORTED = ("llama", "gemma3_text")
+# --- tables (the same decimal-built values as exact-v3's) ------------------------------------
+
+_SIGMOID, _SIGMOID_DIFF = (torch.from_numpy(t) for t in _sigmoid_table_np(SIGMOID_RANGE,
+                                                                         SIGMOID_STEPS))
+_ATT_EXP = torch.from_numpy(_exp_table_np(LOGIT_STEPS, ATT_BITS))  # last entry is 0
+_ROUNDING_MAGIC = 2.0**52  # x + 2^52 rounds x half-to-even into the low mantissa bits
+_ROUNDING_MAGIC_BITS = 0x4330000000000000  # the bit pattern of 2^52
 
 
-def supports(loaded) -> bool:
-    return loaded.architecture in SUPPORTED
+def lookup(table: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """table[round(position)] for float64 positions in [0, len(table) - 1]; overwrites
+    `position`."""
+    index = position.add_(_ROUNDING_MAGIC).view(torch.int64).sub_(_ROUNDING_MAGIC_BITS)
+    return torch.take(table, index)
 
 
-# --- tables (built once, identical on every machine) -----------------------------------------
-
-def _sigmoid_table() -> tuple[torch.Tensor, torch.Tensor]:
-    """sigmoid at -16 + i/128 (values, and differences to the next entry for interpolation)."""
-    ctx = decimal.Context(prec=40)
-    n = 2 * SIGMOID_RANGE * SIGMOID_STEPS
-    values = []
-    for i in range(n + 1):
-        x = ctx.divide(decimal.Decimal(i - n // 2), decimal.Decimal(SIGMOID_STEPS))
-        values.append(float(ctx.divide(1, ctx.add(1, ctx.exp(-x)))))
-    table = torch.tensor(values, dtype=torch.float64)
-    return table, torch.cat([table[1:] - table[:-1], torch.zeros(1, dtype=torch.float64)])
-
-
-_SIGMOID, _SIGMOID_DIFF = _sigmoid_table()
-_ATT_EXP = exp_table(LOGIT_STEPS, ATT_BITS)  # last entry is 0
-
-
-def _decimal_cos_sin(x: decimal.Decimal, ctx: decimal.Context):
-    """Taylor series for cos and sin of |x| <= 1 in decimal arithmetic."""
-    cos = sin = decimal.Decimal(0)
-    term = decimal.Decimal(1)  # x^k / k!
-    for k in range(60):
-        if k % 4 == 0:
-            cos = ctx.add(cos, term)
-        elif k % 4 == 1:
-            sin = ctx.add(sin, term)
-        elif k % 4 == 2:
-            cos = ctx.subtract(cos, term)
-        else:
-            sin = ctx.subtract(sin, term)
-        term = ctx.divide(ctx.multiply(term, x), k + 1)
-    return cos, sin
-
-
-def _rope_table(theta: float, head_dim: int, n_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of pos * theta^(-2i/d), (n_pos, head_dim), in HF's rotate_half layout.
-
-    Each frequency's base rotation comes from decimal series; positions follow by rotating in
-    128-bit fixed point with Python integers; int / int conversion to float is correctly
-    rounded.
-    """
-    fbits = 128
-    one = 1 << fbits
-    ctx = decimal.Context(prec=60)
-    half = head_dim // 2
-    cos = torch.empty(n_pos, half, dtype=torch.float64)
-    sin = torch.empty(n_pos, half, dtype=torch.float64)
-    log_theta = ctx.ln(decimal.Decimal(repr(theta)))
-    for i in range(half):
-        angle = ctx.exp(ctx.multiply(ctx.divide(decimal.Decimal(-2 * i), head_dim), log_theta))
-        c1, s1 = _decimal_cos_sin(angle, ctx)
-        c1, s1 = int(ctx.multiply(c1, one)), int(ctx.multiply(s1, one))  # to fixed point
-        c, s = one, 0
-        col_c, col_s = [], []
-        for _ in range(n_pos):
-            col_c.append(c / one)
-            col_s.append(s / one)
-            c, s = (c * c1 - s * s1) >> fbits, (s * c1 + c * s1) >> fbits
-        cos[:, i] = torch.tensor(col_c, dtype=torch.float64)
-        sin[:, i] = torch.tensor(col_s, dtype=torch.float64)
-    return torch.cat([cos, cos], dim=1), torch.cat([sin, sin], dim=1)
+def _rope_table(theta, head_dim, n_pos):
+    return tuple(torch.from_numpy(t) for t in _rope_table_np(theta, head_dim, n_pos))
 
 
 # --- exact building blocks -------------------------------------------------------------------
@@ -190,6 +115,21 @@ def _int_mm_is_exact() -> bool:
     return torch.equal(got.to(torch.float64), a.to(torch.float64) @ w.to(torch.float64).t())
 
 
+def _int_mm_is_fast() -> bool:
+    """Is torch's int8 matmul at least as fast as float64 here? (Either gives the same
+    integers.)"""
+    import time
+    a = torch.ones(64, 1024, dtype=torch.int8)
+    w = torch.ones(1024, 1024, dtype=torch.int8)
+    timings = []
+    for f in (lambda: torch._int_mm(a, w.t()), lambda: a.double() @ w.t().double()):
+        f()
+        started = time.perf_counter()
+        f()
+        timings.append(time.perf_counter() - started)
+    return timings[0] <= timings[1]
+
+
 _INT_MM_EXACT: bool | None = None  # checked on first use
 
 
@@ -197,8 +137,8 @@ def int_matmul(xq: torch.Tensor, w8: torch.Tensor) -> torch.Tensor:
     """(..., K) integer activations (float64, |x| <= ACT_MAX) times (N, K) int8 weights:
     the exact (..., N) integer products, as float64."""
     global _INT_MM_EXACT
-    if _INT_MM_EXACT is None:
-        _INT_MM_EXACT = _int_mm_is_exact()
+    if _INT_MM_EXACT is None:  # AVX2 without VNNI: exact but a slow reference loop
+        _INT_MM_EXACT = _int_mm_is_exact() and _int_mm_is_fast()
     lead, k = xq.shape[:-1], xq.shape[-1]
     hi, lo = _int8_limbs(xq.reshape(-1, k))
     m = hi.shape[0]
@@ -467,42 +407,14 @@ class ExactTransformer:
     def logits(self, h) -> torch.Tensor:
         return self.lm_head.normed(h, self.eps)
 
-    # --- whole sequences (encoder) ----------------------------------------------------------
-
-    def forward_full(self, ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states (T, d) of a sequence starting at position 0."""
-        t = ids.shape[0]
-        if t > MAX_KEYS:
-            raise ValueError(f"segment of {t} tokens exceeds the exact bound of {MAX_KEYS}")
-        positions = torch.arange(t)
-        d = self.head_dim
-        h = self.embed_rows(ids)
-        for layer in self.layers:
-            qq, q_scale, kq, vq = self.qkv_rows(layer, h, positions)
-            parts = []
-            for start in range(0, t, QUERY_BLOCK):
-                stop = min(start + QUERY_BLOCK, t)
-                lo = 0 if layer.window is None else max(0, start - layer.window + 1)
-                q_pos, k_pos = positions[start:stop, None], positions[None, lo:stop]
-                mask = k_pos <= q_pos
-                if layer.window is not None:
-                    mask &= k_pos > q_pos - layer.window
-                parts.append(attend(qq[None, :, :, start:stop].reshape(1, self.n_kv, -1, d),
-                                    q_scale[None, :, :, start:stop].reshape(1, self.n_kv, -1, 1),
-                                    kq[None, :, lo:stop], vq[None, :, lo:stop],
-                                    layer.v_scale, mask)[0].view(self.n_kv, -1, stop - start, d))
-            h = self.finish_layer(layer, h, torch.cat(parts, dim=-2).flatten(-3, -2))
-        return h
-
 
 class ExactStepper:
     """KV-cached decoding of n_rows segments in lockstep, max_batch rows per forward."""
 
-    def __init__(self, net: ExactTransformer, n_rows: int, max_len: int, max_batch=None):
+    def __init__(self, net: ExactTransformer, n_rows: int, max_len: int):
         if max_len > MAX_KEYS:
             raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {MAX_KEYS}")
         self.net, self.n_rows, self.pos = net, n_rows, 0
-        self.max_batch = max_batch or n_rows
         shape = (n_rows, net.n_kv, max_len + 1, net.head_dim)
         self.cache = [(torch.zeros(shape, dtype=torch.float64),
                        torch.zeros(shape, dtype=torch.float64)) for _ in net.layers]
@@ -511,11 +423,9 @@ class ExactStepper:
     def step(self, input_ids: np.ndarray) -> np.ndarray:
         """Feed one token to each of the first len(input_ids) rows (rows that have ended
         come last and are skipped); return their next-token frequencies."""
-        ids = torch.as_tensor(np.asarray(input_ids, np.int64))
-        out = [self._rows(ids[a:a + self.max_batch], a)
-               for a in range(0, len(ids), self.max_batch)]
+        out = self._rows(torch.as_tensor(np.asarray(input_ids, np.int64)), 0)
         self.pos += 1
-        return np.concatenate(out)
+        return out
 
     def _rows(self, ids, first: int) -> np.ndarray:
         net, pos = self.net, self.pos
@@ -530,43 +440,37 @@ class ExactStepper:
             attn = attend(qq.flatten(2, 3), q_scale.flatten(2, 3), k_cache[rows, :, lo:pos + 1],
                           v_cache[rows, :, lo:pos + 1], layer.v_scale)
             h = net.finish_layer(layer, h, attn)
-        return frequencies(net.logits(h[:, 0]))
+        return frequencies(net.logits(h[:, 0]).numpy(), serial=True)
 
 
-class ExactEngine:
-    """Engine with exact arithmetic: full-sequence tables for the encoder, steps for both."""
+class LegacyEngine:
+    """Decodes exact-v2 archives: the v2 network's KV-cached steps (see the module's
+    docstring). It cannot write archives."""
 
     arithmetic = Arithmetic.EXACT
+    batch_invariant = True
+    full_forward = False
 
-    def __init__(self, loaded):
-        use_large_allocation_cache()
+    def __init__(self, model):
         with torch.inference_mode():
-            self.net = ExactTransformer(loaded.hf_model)
-        self.loaded = loaded
+            self.net = ExactTransformer(model.hf_model())
+        self.model = model
         self.vocab_size = self.net.vocab_size
-        self.context_start_id = loaded.context_start_id
+        self.context_start_id = model.context_start_id
         self._fingerprint = None
 
     def fingerprint(self) -> bytes:
         if self._fingerprint is None:
             h = hashlib.blake2b(self.net.digest(), digest_size=16)
-            h.update(self.loaded.tokenizer.digest())
+            h.update(self.model.tokenizer.digest())
             h.update(self.context_start_id.to_bytes(4, "little"))
             self._fingerprint = h.digest()
         return self._fingerprint
-
-    @torch.inference_mode()
-    def full_tables(self, ids: list[int]):
-        """Frequencies for every position of a segment, in chunks of LOGIT_CHUNK rows."""
-        inputs = torch.tensor([self.context_start_id] + list(ids[:-1]), dtype=torch.int64)
-        h = self.net.forward_full(inputs)
-        for start in range(0, len(ids), LOGIT_CHUNK):
-            yield frequencies(self.net.logits(h[start:start + LOGIT_CHUNK]))
 
     def cache_bytes(self, n_rows: int, max_len: int) -> int:
         """Memory of a stepper's KV cache (float64 keys and values for every layer)."""
         net = self.net
         return 2 * 8 * len(net.layers) * n_rows * net.n_kv * (max_len + 1) * net.head_dim
 
-    def stepper(self, n_rows: int, max_len: int, max_batch: int | None = None) -> ExactStepper:
-        return ExactStepper(self.net, n_rows, max_len, max_batch)
+    def stepper(self, n_rows: int, max_len: int) -> ExactStepper:
+        return ExactStepper(self.net, n_rows, max_len)

@@ -1,0 +1,359 @@
+"""The exact transformer: Llama and Gemma 3 as integer weights, one forward for both directions.
+
+`ExactNetwork.layer` is the one forward step of a layer over any set of rows (token
+positions). The encoder runs it over a whole segment (`forward_full`, attention from float32
+BLAS over the segment's own keys); the decoder runs it one position per row (`Stepper`,
+attention over an int8 KV cache). Both call the same rules (`arithmetic`) and get the same
+integer products (`kernels`), so their frequency tables are identical bit for bit.
+
+Weights come from the float checkpoint: int8 per output channel, with norm gains folded
+into them (Llama) or kept to scale the activation (Gemma 3, whose gains span 0.16 to 300:
+folded, the small-gain channels rounded away and cost +41%). `ARCHITECTURES` lists what
+differs between the two families; anything else is refused, and keeps the float engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import arithmetic as ar
+from .kernels import attend_cached, products_blas, products_int32
+from .tables import rope_table
+
+__all__ = ["ARCHITECTURES", "ExactNetwork", "Stepper", "quantize_checkpoint", "supports"]
+
+ARCHITECTURES = {  # model_type -> what exact arithmetic must do differently
+    "llama": dict(gain_offset=0.0, fold_gains=True, qk_norm=False, post_norms=False,
+                  scale_embeddings=False, gelu=False, query_scale_key="head_dim"),
+    "gemma3_text": dict(gain_offset=1.0, fold_gains=False, qk_norm=True, post_norms=True,
+                        scale_embeddings=True, gelu=True, query_scale_key="query_pre_attn_scalar"),
+}
+QUERY_BLOCK = 256  # encoder: queries per attention block (skips most of the masked half)
+LOGIT_ELEMENTS = 2**24  # encoder: vocabulary logits per chunk (256 rows of 49k, 64 of 262k)
+MAX_FEATURES = 2048  # widest matmul input the bound (L1 + K rounding) x 127 < 2^24 allows
+
+
+def supports(config: dict) -> bool:
+    return config.get("model_type") in ARCHITECTURES
+
+
+@dataclass
+class Linear:
+    """int8 weights per output channel; `gain`: a preceding norm's gain kept apart (Gemma)."""
+
+    w8: np.ndarray  # (out, in) int8
+    scale: np.ndarray  # (out,) float64
+    gain: np.ndarray  # (in,) float64, or empty when folded into w8 or absent
+
+    def digest_into(self, h) -> None:
+        h.update(np.ascontiguousarray(self.w8).tobytes())
+        h.update(np.ascontiguousarray(self.scale).tobytes())
+        if self.gain.size:
+            h.update(np.ascontiguousarray(self.gain).tobytes())
+
+
+@dataclass
+class Layer:
+    qkv: Linear
+    o: Linear
+    gate_up: Linear
+    down: Linear
+    theta: float
+    window: int  # sliding window (keys within window - 1 positions), 0 for none
+    norms: dict = field(default_factory=dict)  # Gemma 3: q, k, post_attn, post_ffn gains
+
+
+LINEARS = ("qkv", "o", "gate_up", "down")
+NORMS = ("q", "k", "post_attn", "post_ffn")
+
+
+def _quantize(weight: np.ndarray, gain: np.ndarray | None = None, fold: bool = True) -> dict:
+    """int8 per output channel (round half to even), the gain folded in or kept apart."""
+    w = weight.astype(np.float64)
+    if gain is not None and fold:
+        w = w * gain
+    amax = np.abs(w).max(axis=1, keepdims=True)
+    scale = np.where(amax > 0, amax / ar.WEIGHT_MAX, 1.0)
+    out = {"w8": np.round(w / scale).astype(np.int8), "scale": scale[:, 0]}
+    if gain is not None and not fold:
+        out["gain"] = gain
+    return out
+
+
+def quantize_checkpoint(config: dict, state: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """The integer network (a description and named arrays) from a float checkpoint:
+    config.json and its weights by Hugging Face name. What `ExactNetwork` is built from,
+    and what the model cache stores."""
+    arch_name = config.get("model_type")
+    if arch_name not in ARCHITECTURES:
+        raise NotImplementedError(f"exact arithmetic does not cover the {arch_name} architecture")
+    arch = ARCHITECTURES[arch_name]
+    if config.get("attn_logit_softcapping") or config.get("final_logit_softcapping"):
+        raise NotImplementedError("logit soft-capping is not in exact arithmetic yet")
+    n_heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // n_heads
+    meta = {"arch": arch_name, "n_heads": n_heads, "n_kv": config["num_key_value_heads"],
+            "head_dim": head_dim, "eps": float(config["rms_norm_eps"]),
+            # 1/sqrt by IEEE sqrt and division (pow is libm, not correctly rounded everywhere)
+            "q_factor": (1.0 / math.sqrt(config[arch["query_scale_key"]])) * ar.LOGIT_STEPS,
+            "embed_scale": float(np.float32(math.sqrt(config["hidden_size"])))
+            if arch["scale_embeddings"] else None, "layers": []}
+    arrays = {"embed": np.ascontiguousarray(state["model.embed_tokens.weight"], np.float32)}
+    offset, fold = arch["gain_offset"], arch["fold_gains"]
+
+    def gains(name):
+        return offset + state[name].astype(np.float64)
+
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        layer_type = (config.get("layer_types") or ["full_attention"] * (i + 1))[i]
+        rope = config.get("rope_parameters") or {"rope_theta": config["rope_theta"]}
+        rope = rope.get(layer_type, rope)  # per-layer-type RoPE (Gemma 3)
+        if rope.get("rope_type", "default") != "default":
+            raise NotImplementedError(f"RoPE type {rope['rope_type']} is not in exact arithmetic")
+        meta["layers"].append({"theta": float(rope["rope_theta"]), "window": config[
+            "sliding_window"] if layer_type == "sliding_attention" else 0})
+        ffn_norm = "pre_feedforward_layernorm" if arch["post_norms"] else "post_attention_layernorm"
+        linears = {
+            "qkv": _quantize(np.concatenate([state[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]),
+                             gains(p + "input_layernorm.weight"), fold),
+            "o": _quantize(state[p + "self_attn.o_proj.weight"]),
+            "gate_up": _quantize(np.concatenate([state[p + "mlp.gate_proj.weight"],
+                                                 state[p + "mlp.up_proj.weight"]]),
+                                 gains(p + ffn_norm + ".weight"), fold),
+            "down": _quantize(state[p + "mlp.down_proj.weight"])}
+        for name, lin in linears.items():
+            if lin["w8"].shape[1] > MAX_FEATURES:
+                raise NotImplementedError(f"{lin['w8'].shape[1]} input features exceed exact bounds")
+            arrays.update({f"{i}.{name}.{k}": v for k, v in lin.items()})
+        if arch["qk_norm"]:
+            for name, key in zip(NORMS, ("self_attn.q_norm", "self_attn.k_norm",
+                                         "post_attention_layernorm", "post_feedforward_layernorm")):
+                arrays[f"{i}.norm.{name}"] = gains(p + key + ".weight")
+    head = state.get("lm_head.weight", state["model.embed_tokens.weight"])
+    lm = _quantize(head, gains("model.norm.weight"), fold)
+    arrays.update({f"lm_head.{k}": v for k, v in lm.items()})
+    return meta, arrays
+
+
+class ExactNetwork:
+    """A Llama or Gemma 3 decoder whose every number is reproducible bit for bit."""
+
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray]):
+        """meta, arrays: from `quantize_checkpoint` (or the cache that stores them)."""
+        self.meta = meta
+        self.arch_name = meta["arch"]
+        self.arch = ARCHITECTURES[self.arch_name]
+        self.n_heads, self.n_kv, self.head_dim = meta["n_heads"], meta["n_kv"], meta["head_dim"]
+        self.groups = self.n_heads // self.n_kv
+        self.eps, self.q_factor, self.embed_scale = meta["eps"], meta["q_factor"], meta["embed_scale"]
+        self.embed = arrays["embed"]
+
+        def linear(prefix):
+            return Linear(arrays[f"{prefix}.w8"], arrays[f"{prefix}.scale"],
+                          arrays.get(f"{prefix}.gain", np.empty(0)))
+
+        self.layers = [Layer(*(linear(f"{i}.{n}") for n in LINEARS), layer["theta"],
+                             layer["window"], {n: arrays[f"{i}.norm.{n}"] for n in NORMS
+                                               if f"{i}.norm.{n}" in arrays})
+                       for i, layer in enumerate(meta["layers"])]
+        self.lm_head = linear("lm_head")
+        self.vocab_size = self.lm_head.w8.shape[0]
+        self._rope: dict = {}
+
+    def digest(self) -> bytes:
+        """BLAKE2b-128 of the arithmetic's version and everything a probability depends on."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(ar.VERSION.encode() + self.arch_name.encode())
+        h.update(np.array([self.n_heads, self.n_kv, self.head_dim], np.int64).tobytes())
+        h.update(np.array([self.eps, self.q_factor], np.float64).tobytes())
+        h.update(np.ascontiguousarray(self.embed).tobytes())
+        for layer in self.layers:
+            for lin in (layer.qkv, layer.o, layer.gate_up, layer.down):
+                lin.digest_into(h)
+            for name in ("q", "k", "post_attn", "post_ffn"):
+                if name in layer.norms:
+                    h.update(np.ascontiguousarray(layer.norms[name]).tobytes())
+            h.update(np.array([layer.theta, layer.window], np.float64).tobytes())
+        self.lm_head.digest_into(h)
+        return h.digest()
+
+    # --- one forward step, shared by the encoder and the decoder ---------------------------
+
+    def rope(self, theta: float, n_pos: int):
+        have = self._rope.get(theta)
+        if have is None or have[0].shape[0] < n_pos:
+            self._rope[theta] = rope_table(theta, self.head_dim, max(n_pos, 4096 + 1))
+        return self._rope[theta]
+
+    def embed_rows(self, ids: np.ndarray) -> np.ndarray:
+        h = self.embed[ids].astype(np.float64)
+        return h * self.embed_scale if self.embed_scale is not None else h
+
+    def linear(self, lin: Linear, x: np.ndarray, products,
+               normed: bool = False) -> np.ndarray:
+        """lin applied to x (R, K), or to RMSNorm(x) (times the kept gain): (R, N) float64."""
+        xq = np.empty(x.shape, products.dtype)
+        factor = np.empty(x.shape[0])
+        if normed:
+            ar.norm_quantize_rows(x, lin.gain, self.eps, xq, factor)
+        else:
+            ar.quantize_rows(x, xq, factor)
+        out = np.empty((x.shape[0], lin.w8.shape[0]))
+        ar.scale_products(products(xq, lin), factor, lin.scale, out)
+        return out
+
+    def layer(self, layer: Layer, h: np.ndarray, positions: np.ndarray, attend,
+              products) -> np.ndarray:
+        """h (R, d) at positions (R,) through one layer; attend(q, k, v) -> (R, heads * D)."""
+        rows, d, nq, nkv = h.shape[0], self.head_dim, self.n_heads, self.n_kv
+        qkv = self.linear(layer.qkv, h, products, normed=True)
+        q = np.ascontiguousarray(qkv[:, :nq * d]).reshape(rows, nq, d)
+        k = np.ascontiguousarray(qkv[:, nq * d:(nq + nkv) * d]).reshape(rows, nkv, d)
+        v = np.ascontiguousarray(qkv[:, (nq + nkv) * d:]).reshape(rows, nkv, d)
+        if "q" in layer.norms:
+            ar.head_norm(q, layer.norms["q"], self.eps)
+            ar.head_norm(k, layer.norms["k"], self.eps)
+        cos, sin = self.rope(layer.theta, int(positions.max()) + 1)
+        ar.rotate(q, positions, cos, sin)
+        ar.rotate(k, positions, cos, sin)
+        attn = attend(q, k, v)
+        no_gain = np.empty(0)
+        ar.add_post_norm(h, self.linear(layer.o, attn, products),
+                         layer.norms.get("post_attn", no_gain), self.eps)
+        act = ar.activation(self.linear(layer.gate_up, h, products, normed=True),
+                            self.arch["gelu"])
+        ar.add_post_norm(h, self.linear(layer.down, act, products),
+                         layer.norms.get("post_ffn", no_gain), self.eps)
+        return h
+
+    @staticmethod
+    def quantize_qkv(q, k, v, q_dtype):
+        """Integer queries (R, heads, D) with scales (R, heads); int8 keys and values
+        (R, H, D) with a scale per (row, head)."""
+        qq, qs = np.empty(q.shape, q_dtype), np.empty(q.shape[:2])
+        ar.quantize_queries(q, qq, qs)
+        kq, ks = np.empty(k.shape, np.int8), np.empty(k.shape[:2])
+        ar.quantize_kv(k, kq, ks)
+        vq, vs = np.empty(v.shape, np.int8), np.empty(v.shape[:2])
+        ar.quantize_kv(v, vq, vs)
+        return qq, qs, kq, ks, vq, vs
+
+    def logits(self, h: np.ndarray, products) -> np.ndarray:
+        return self.linear(self.lm_head, h, products, normed=True)
+
+    # --- whole segments (encoder) --------------------------------------------------------------
+
+    def full_tables(self, ids: np.ndarray):
+        """Frequencies, in chunks of rows, for every position of a segment whose inputs
+        (the context start, then every token but the last) are ids."""
+        if len(ids) > ar.MAX_KEYS:
+            raise ValueError(f"segment of {len(ids)} tokens exceeds the exact bound of {ar.MAX_KEYS}")
+        positions = np.arange(len(ids))
+        h = self.embed_rows(ids)
+        blas = _Blas()
+        for layer in self.layers:
+            h = self.layer(layer, h, positions,
+                           lambda q, k, v, layer=layer: self._attend_full(layer, q, k, v), blas)
+        head = _Blas(self.lm_head.w8.astype(np.float32))
+        chunk = max(1, LOGIT_ELEMENTS // self.vocab_size)
+        for start in range(0, len(ids), chunk):
+            yield ar.frequencies(self.logits(h[start:start + chunk], head))
+
+    def _attend_full(self, layer: Layer, q, k, v) -> np.ndarray:
+        """Causal (windowed) attention of a segment over itself, in blocks of QUERY_BLOCK
+        queries: scores and weights x values from float32 BLAS, exact integers."""
+        qq, qs, kq, ks, vq, vs = self.quantize_qkv(q, k, v, np.float32)
+        t_len, g, d = q.shape[0], self.groups, self.head_dim
+        out = np.empty((t_len, self.n_heads, d))
+        q_pos = np.repeat(np.arange(t_len), g)
+        for h in range(self.n_kv):
+            queries = qq[:, h * g:(h + 1) * g].reshape(t_len * g, d)  # rows (t, g)
+            q_scale = qs[:, h * g:(h + 1) * g].reshape(-1)
+            keys, values = kq[:, h].astype(np.float32), vq[:, h].astype(np.float32)
+            k_scale, v_scale = np.ascontiguousarray(ks[:, h]), np.ascontiguousarray(vs[:, h])
+            for start in range(0, t_len, QUERY_BLOCK):
+                stop = min(start + QUERY_BLOCK, t_len)
+                k0 = max(0, start - layer.window + 1) if layer.window else 0
+                rows = slice(start * g, stop * g)
+                scores = queries[rows] @ keys[k0:stop].T  # (rows, keys): exact integers
+                folded = np.empty_like(scores)
+                top = np.empty(scores.shape[0])
+                ar.fold_score_block(scores, q_scale[rows], q_pos[rows], k_scale[k0:stop],
+                                    v_scale[k0:stop], k0, layer.window, self.q_factor,
+                                    ar.ATTENTION_EXP, folded, top)
+                acc = (folded @ values[k0:stop]).astype(np.float64)  # exact integers
+                out[start:stop, h * g:(h + 1) * g] = \
+                    ((acc * top[:, None]) / ar.WEIGHT_TOTAL).reshape(stop - start, g, d)
+        return out.reshape(t_len, self.n_heads * d)
+
+
+class _Blas:
+    """Integer products of many rows: float32 sgemm."""
+
+    dtype = np.float32
+
+    def __init__(self, weights32: np.ndarray | None = None):
+        self.weights32 = weights32  # a float32 copy of the one matrix this is used with
+
+    def __call__(self, xq, lin: Linear):
+        return products_blas(xq, self.weights32 if self.weights32 is not None else lin.w8)
+
+
+class _Int32:
+    """Integer products of a few rows: int32 loops over the int8 weights."""
+
+    dtype = np.int16
+
+    def __call__(self, xq, lin: Linear):
+        return products_int32(xq, lin.w8)
+
+
+class Stepper:
+    """KV-cached decoding of n_rows segments in lockstep: one position of every active row
+    per step. Rows that have ended come last and are simply not fed."""
+
+    def __init__(self, net: ExactNetwork, n_rows: int, max_len: int):
+        if max_len > ar.MAX_KEYS:
+            raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {ar.MAX_KEYS}")
+        self.net, self.pos, self.products = net, 0, _Int32()
+        shape = (len(net.layers), n_rows, net.n_kv, max_len + 1, net.head_dim)
+        self.keys, self.values = np.zeros(shape, np.int8), np.zeros(shape, np.int8)
+        self.k_scale, self.v_scale = np.zeros(shape[:-1]), np.zeros(shape[:-1])
+
+    @staticmethod
+    def cache_bytes(net: ExactNetwork, n_rows: int, max_len: int) -> int:
+        """Memory of a stepper's KV cache: int8 vectors with a float64 scale each."""
+        return 2 * len(net.layers) * n_rows * net.n_kv * (max_len + 1) * (net.head_dim + 8)
+
+    def step(self, input_ids: np.ndarray) -> np.ndarray:
+        """Feed one token to each of the first len(input_ids) rows; return their next-token
+        frequencies (rows, V) int64."""
+        net, rows = self.net, len(input_ids)
+        positions = np.full(rows, self.pos, np.int64)
+        h = net.embed_rows(np.asarray(input_ids, np.int64))
+        for i, layer in enumerate(net.layers):
+            h = net.layer(layer, h, positions,
+                          lambda q, k, v, i=i, layer=layer: self._attend(i, layer, q, k, v),
+                          self.products)
+        self.pos += 1
+        return ar.frequencies(net.logits(h, self.products))
+
+    def _attend(self, index: int, layer: Layer, q, k, v) -> np.ndarray:
+        net, pos, rows = self.net, self.pos, q.shape[0]
+        qq, qs, kq, ks, vq, vs = net.quantize_qkv(q, k, v, np.int16)
+        self.keys[index, :rows, :, pos] = kq
+        self.values[index, :rows, :, pos] = vq
+        self.k_scale[index, :rows, :, pos] = ks
+        self.v_scale[index, :rows, :, pos] = vs
+        lo = max(0, pos - layer.window + 1) if layer.window else 0
+        shape = (rows, net.n_kv, net.groups, net.head_dim)
+        out = np.empty(shape)
+        attend_cached(qq.reshape(shape), qs.reshape(shape[:3]), self.keys[index, :rows],
+                      self.k_scale[index, :rows], self.values[index, :rows],
+                      self.v_scale[index, :rows], lo, pos, net.q_factor, ar.ATTENTION_EXP, out)
+        return out.reshape(rows, net.n_heads * net.head_dim)

@@ -1,0 +1,90 @@
+"""The lookup tables of exact arithmetic: exp, sigmoid and RoPE, the same bits on every machine.
+
+These are the only transcendental functions the exact network evaluates, and libm is free to
+round them differently on each machine. So they are tables computed once with Python's
+`decimal` (correctly rounded) and integers; no numpy, torch or libm arithmetic decides an
+entry. Their values are part of the arithmetic: changing any entry changes archives.
+"""
+
+from __future__ import annotations
+
+import decimal
+
+import numpy as np
+
+__all__ = ["exp_table", "sigmoid_table", "rope_table"]
+
+
+def exp_table(steps_per_nat: int, bits: int) -> np.ndarray:
+    """T[k] = round(2^bits * exp(-k / steps_per_nat)), half to even, until it rounds to 0.
+
+    float64 integers; the last entry is 0, so any gap past the table weighs nothing.
+    """
+    ctx = decimal.Context(prec=40)
+    scale = decimal.Decimal(2) ** bits
+    values, k = [], 0
+    while True:
+        x = ctx.divide(decimal.Decimal(-k), decimal.Decimal(steps_per_nat))
+        value = int(ctx.multiply(scale, ctx.exp(x)).to_integral_value(
+            rounding=decimal.ROUND_HALF_EVEN))
+        values.append(value)
+        if value == 0:
+            return np.array(values, dtype=np.float64)
+        k += 1
+
+
+def sigmoid_table(half_range: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """sigmoid at -half_range + i/steps, and each entry's difference to the next (the last
+    difference is 0), for linear interpolation."""
+    ctx = decimal.Context(prec=40)
+    n = 2 * half_range * steps
+    values = []
+    for i in range(n + 1):
+        x = ctx.divide(decimal.Decimal(i - n // 2), decimal.Decimal(steps))
+        values.append(float(ctx.divide(1, ctx.add(1, ctx.exp(-x)))))
+    table = np.array(values, dtype=np.float64)
+    return table, np.append(table[1:] - table[:-1], 0.0)
+
+
+def _decimal_cos_sin(x: decimal.Decimal, ctx: decimal.Context):
+    """Taylor series for cos and sin of |x| <= 1 in decimal arithmetic."""
+    cos = sin = decimal.Decimal(0)
+    term = decimal.Decimal(1)  # x^k / k!
+    for k in range(60):
+        if k % 4 == 0:
+            cos = ctx.add(cos, term)
+        elif k % 4 == 1:
+            sin = ctx.add(sin, term)
+        elif k % 4 == 2:
+            cos = ctx.subtract(cos, term)
+        else:
+            sin = ctx.subtract(sin, term)
+        term = ctx.divide(ctx.multiply(term, x), k + 1)
+    return cos, sin
+
+
+def rope_table(theta: float, head_dim: int, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of pos * theta^(-2i/d), each (n_pos, head_dim), in the rotate-half layout
+    (the first half of the channels repeated).
+
+    Each frequency's base rotation comes from decimal series; positions follow by rotating in
+    128-bit fixed point with Python integers, whose int / int conversion to float is
+    correctly rounded. A row depends only on its position, not on n_pos.
+    """
+    fbits = 128
+    one = 1 << fbits
+    ctx = decimal.Context(prec=60)
+    half = head_dim // 2
+    cos = np.empty((n_pos, half), dtype=np.float64)
+    sin = np.empty((n_pos, half), dtype=np.float64)
+    log_theta = ctx.ln(decimal.Decimal(repr(theta)))
+    for i in range(half):
+        angle = ctx.exp(ctx.multiply(ctx.divide(decimal.Decimal(-2 * i), head_dim), log_theta))
+        c1, s1 = _decimal_cos_sin(angle, ctx)
+        c1, s1 = int(ctx.multiply(c1, one)), int(ctx.multiply(s1, one))  # to fixed point
+        c, s = one, 0
+        for pos in range(n_pos):
+            cos[pos, i] = c / one
+            sin[pos, i] = s / one
+            c, s = (c * c1 - s * s1) >> fbits, (s * c1 + c * s1) >> fbits
+    return np.concatenate([cos, cos], axis=1), np.concatenate([sin, sin], axis=1)
