@@ -419,8 +419,9 @@ def _raise_member_error(blob: bytes, pos: int, n_before: int) -> None:
     first (so damage reads as damage), named by its position after the first member."""
     tail = blob[pos:]
     if n_before and not tail.startswith(MAGIC):
-        raise CorruptArchiveError(f"{len(tail)} bytes of trailing garbage after archive member "
-                                  f"{n_before} (damaged)")
+        size = f"{len(tail)} byte" + ("s" if len(tail) != 1 else "")
+        raise CorruptArchiveError(f"trailing garbage after archive member {n_before} ({size}, "
+                                  "not an archive)")
     try:
         unpack(tail)
     except CorruptArchiveError as exc:

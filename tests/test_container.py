@@ -287,8 +287,8 @@ def test_decompress_members_joins_each_members_output_in_order():
 
 def test_trailing_garbage_after_a_member_is_refused():
     first, _ = _two_members()
-    with pytest.raises(CorruptArchiveError, match=r"^5 bytes of trailing garbage after "
-                       r"archive member 1 \(damaged\)$"):
+    with pytest.raises(CorruptArchiveError, match=r"^trailing garbage after archive member 1 "
+                       r"\(5 bytes, not an archive\)$"):
         split_members(first + b"\0\0\0\0\0")
 
 
