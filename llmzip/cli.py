@@ -431,19 +431,21 @@ def test_command(files, model, threads, batch, quiet):
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
 def info(files, as_json):
-    """Show an archive's header: sizes, bits per byte, model and settings."""
-    from .container import describe
+    """Show an archive's header: sizes, bits per byte, model, settings and declared work."""
+    from .container import describe, split_members
     for name in files:
         try:
-            facts = describe(_read_input(name))
+            members = [describe(member) for member in split_members(_read_input(name))]
         except LlmzipError as exc:
             raise type(exc)(f"{name}: {exc}") from None
-        facts = {"file": name, **facts}
-        click.echo(json.dumps(facts) if as_json else _format_info(facts))
+        for number, facts in enumerate(members, 1):
+            label = name if len(members) == 1 else f"{name} (member {number} of {len(members)})"
+            facts = {"file": name, **({"member": number} if len(members) > 1 else {}), **facts}
+            click.echo(json.dumps(facts) if as_json else _format_info(label, facts))
 
 
-def _format_info(f: dict) -> str:
-    lines = [f"{f['file']}: llmzip archive, format version {f['format_version']}",
+def _format_info(label: str, f: dict) -> str:
+    lines = [f"{label}: llmzip archive, format version {f['format_version']}",
              f"  original   {f['original_bytes']:,} bytes, checksum {f['checksum']}",
              f"  archive    {f['archive_bytes']:,} bytes ({f['bpb']:.3f} bits/byte)"]
     m = f.get("model")
@@ -453,6 +455,10 @@ def _format_info(f: dict) -> str:
         lines.append(f"  settings   segments of <= {m['segment_tokens']} tokens, groups of "
                      f"{m['group_size']}, buckets of {m['bucket_size']}"
                      + (f", {m['threads']} threads, {m['runtime']}" if m['threads'] else ""))
+        n_streams = len(f["stream_bytes"])
+        lines.append(f"  decoding   {f['model_tokens']:,} tokens through the model for "
+                     f"{f['model_bytes']:,} bytes, in {n_streams} stream"
+                     + ("s" if n_streams != 1 else ""))
     for b in f["blocks"]:
         extra = f"{b['tokens']:,} tokens" if b["method"] == "model" else f"{b['payload_bytes']:,} B"
         lines.append(f"  block      {b['method']:<7} {b['bytes']:>10,} bytes  {extra}")

@@ -487,3 +487,49 @@ def test_crafted_archive_fails_in_one_line_within_3_gb_and_seconds(tmp_path, edi
     assert message in line and "internal error" not in line, line
     assert time.monotonic() - started < 30
     _no_stray_files(tmp_path, "crafted.llmz")
+
+
+# --- several inputs to standard output: archives back to back, as gzip's members -------------
+
+@pytest.fixture
+def two_members(tmp_path):
+    first, second = tmp_path / "a.bin", tmp_path / "b.bin"
+    first.write_bytes(os.urandom(3000))  # not text: no model loads
+    second.write_bytes(b"\x00\xff" * 2000)
+    result = run("compress", "-c", first, second)
+    assert result.exit_code == 0, result.stderr
+    (tmp_path / "both.llmz").write_bytes(result.stdout_bytes)
+    return tmp_path / "both.llmz", first.read_bytes() + second.read_bytes()
+
+
+def test_info_shows_each_member_of_archives_back_to_back(two_members):
+    archive, _ = two_members
+    out = run("info", archive).stdout
+    assert f"{archive} (member 1 of 2): llmzip archive" in out
+    assert f"{archive} (member 2 of 2): llmzip archive" in out
+    facts = [json.loads(line) for line in run("info", "--json", archive).stdout.splitlines()]
+    assert [f["member"] for f in facts] == [1, 2]
+    assert [f["original_bytes"] for f in facts] == [3000, 4000]
+
+
+@_needs("Codec.decompress over members")
+def test_compress_c_of_two_files_writes_members_that_decompress_to_both_in_order(two_members):
+    archive, both = two_members
+    result = run("decompress", "-c", archive)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == both
+
+
+@_needs("Codec.decompress over members")
+def test_test_command_checks_every_member(two_members):
+    archive, _ = two_members
+    result = run("test", archive)
+    assert result.exit_code == 0 and "OK (7,000 bytes" in result.stderr
+
+
+def test_trailing_garbage_after_members_exits_2(two_members):
+    archive, _ = two_members
+    archive.write_bytes(archive.read_bytes() + b"\n")
+    line = one_error_line(run("info", archive), 2)
+    assert line == f"llmzip: {archive}: trailing garbage after archive member 2 (1 byte, not " \
+                   "an archive)"
