@@ -489,6 +489,25 @@ def test_crafted_archive_fails_in_one_line_within_3_gb_and_seconds(tmp_path, edi
     _no_stray_files(tmp_path, "crafted.llmz")
 
 
+def _eight_honest_looking_long_blocks(header):
+    """8 blocks of 16,384 tokens in one group, with byte counts that allow them: within every
+    header limit, but a key/value cache of 8 x 16,384 positions."""
+    _eight_long_blocks_in_one_group(header)
+    for i in range(8):
+        header.blocks[i] = dataclasses.replace(header.blocks[i], raw_size=8192)
+    header.original_size = sum(b.raw_size for b in header.blocks)
+
+
+@pytest.mark.xfail(run=False, strict=True, reason="needs the codec to refuse, before "
+                   "allocating, a group whose key/value cache exceeds decode_memory "
+                   "(engine.cache_bytes); until then this decodes for minutes")
+def test_group_larger_than_the_memory_budget_is_refused_before_decoding():
+    from llmzip import Codec, LlmzipError
+    blob = _crafted(_eight_honest_looking_long_blocks)
+    with pytest.raises(LlmzipError, match="memory"):
+        Codec(TINY_LLAMA, decode_memory_mb=1).decompress(blob)
+
+
 # --- several inputs to standard output: archives back to back, as gzip's members -------------
 
 @pytest.fixture
