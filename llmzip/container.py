@@ -58,6 +58,7 @@ MAX_TOKENS_PER_BYTE = 2
 # split (codec._segments).
 ESCAPE_SLACK = 1
 
+
 class Method(enum.IntEnum):
     """How one block of the original file is stored."""
 

@@ -324,8 +324,11 @@ def tiny_tmpfs(tmp_path):
     """A 16 KiB tmpfs: a real full disk, where this machine lets the tests mount one."""
     mount = tmp_path / "full"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
-                          capture_output=True)
+    try:
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+                              capture_output=True)
+    except OSError:
+        pytest.skip("no mount command here")
     if made.returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     yield mount
