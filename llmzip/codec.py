@@ -20,7 +20,8 @@ import numpy as np
 from . import lockstep
 from . import segments as seg
 from .coder import CoderRows, StreamDecoder, TwoLevel, default_bucket_size, encode_group
-from .container import Arithmetic, Header, Method, ModelInfo, pack, unpack
+from .container import (Arithmetic, Header, Method, ModelInfo, check_bucket_size,
+                        decompress_members, pack, unpack)
 from .errors import CorruptArchiveError, LlmzipError, ModelMismatchError
 from .settings import Machine, Settings
 
@@ -176,8 +177,12 @@ class Codec:
     # --- decompression ---------------------------------------------------------------------
 
     def decompress(self, blob: bytes, progress=None) -> bytes:
-        """The original bytes, after checking every size and the content checksum."""
-        header, payloads, streams = unpack(bytes(blob))
+        """The original bytes, after checking every size and the content checksum; a file
+        of archives back to back (`compress -c a b`) gives their outputs in order."""
+        return decompress_members(bytes(blob), lambda member: self._decompress_one(member, progress))
+
+    def _decompress_one(self, blob: bytes, progress) -> bytes:
+        header, payloads, streams = unpack(blob)
         model_parts = iter(self._decode_model_blocks(header, streams, progress)
                            if header.model_blocks() else [])
         payload_parts = iter(payloads)
@@ -205,6 +210,7 @@ class Codec:
                 f"archive was made with model '{info.name}' ({info.fingerprint.hex()[:12]}, "
                 f"{info.arithmetic.label} arithmetic) but '{name}' is "
                 f"{engine.fingerprint().hex()[:12]}; decompress with --model {info.name}")
+        check_bucket_size(info.bucket_size, engine.vocab_size)
         blocks = header.model_blocks()
         groups = list(zip(_groups(blocks, info.group_size), streams))
         tracker = lockstep.Progress(progress, sum(b.n_tokens for b in blocks))

@@ -5,6 +5,13 @@ the blocks that tile the original file, and ends with a CRC-32 of every byte bef
 damage or truncation is caught before any model loads. The content checksum (BLAKE2b-64 of
 the original bytes) is checked by the codec after decoding. docs/FORMAT.md is the field-by-
 field description; this module is its only implementation.
+
+An archive is untrusted input: a header edited and its CRC recomputed passes the CRC, so
+every field that sets a decoder's work or memory is checked against the others and against
+the limits below before anything is allocated or any model loads. Several archives back to
+back (as `compress -c a b` writes) are read member by member with `split_members`.
+What this module cannot check (the model's vocabulary, its memory per token) the codec
+checks with the helpers here once the model is known.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from .errors import CorruptArchiveError
 
 __all__ = [
     "MAGIC", "FORMAT_VERSION", "Method", "Arithmetic", "ModelInfo", "Block", "Header",
-    "pack", "unpack", "describe",
+    "pack", "unpack", "describe", "split_members", "decompress_members", "check_bucket_size",
+    "MAX_SEGMENT_TOKENS", "MAX_GROUP_SIZE", "MAX_BUCKET_SIZE", "MAX_BUCKETS", "MAX_THREADS",
+    "MAX_TOKENS_PER_BYTE",
 ]
 
 MAGIC = b"LLMZ"
@@ -25,6 +34,29 @@ FORMAT_VERSION = 1
 CHECKSUM_BYTES = 8
 FINGERPRINT_BYTES = 16
 CRC_BYTES = 4
+
+# Limits on what a header may ask of a decoder. Each is what an honest encoder can write, with
+# room to spare; past it an archive is damaged or crafted, and is refused with exit code 2.
+
+# Tokens per MODEL block: exact.MAX_KEYS, the longest attention span for which the exact
+# arithmetic's integer bounds hold; the format holds float archives to it too.
+MAX_SEGMENT_TOKENS = 2**14
+# Segments per stream, decoded side by side: the most `compress --group-size` accepts.
+MAX_GROUP_SIZE = 256
+# Tokens per bucket before the vocabulary is known (check_bucket_size then holds it to the
+# model's): a coder row is 8 bytes per entry per segment, so 8 MiB per segment at most.
+MAX_BUCKET_SIZE = 2**20
+# Buckets per vocabulary: the same bound on the width of the bucket row.
+MAX_BUCKETS = 2**20
+# FLOAT archives make the decoder run as many torch threads as the encoder did.
+MAX_THREADS = 1024
+# A token is at least one byte, or an escape pair (2 tokens for 1 byte): a block's bytes
+# bound its tokens, so the declared original size (which `info` shows) bounds the decoder's
+# model steps.
+MAX_TOKENS_PER_BYTE = 2
+# A segment may run one token past the segment length, so that an escape pair is never
+# split (codec._segments).
+ESCAPE_SLACK = 1
 
 
 class Method(enum.IntEnum):
@@ -214,19 +246,29 @@ def _read_model(r: _Reader, arithmetic: Arithmetic) -> ModelInfo:
     if arithmetic == Arithmetic.FLOAT:
         threads = r.varint("thread count")
         runtime = r.string("runtime")
-    if min(segment_tokens, group_size, bucket_size) < 1:
-        raise CorruptArchiveError("archive header has a zero coder setting (damaged)")
     return ModelInfo(name, fingerprint, arithmetic, segment_tokens, group_size, bucket_size,
                      threads, runtime)
 
 
-def unpack(blob: bytes) -> tuple[Header, list[bytes], list[bytes]]:
-    """Parse and check an archive: (header, classical payloads, group streams).
+def _read_blocks(r: _Reader) -> list[Block]:
+    count = r.varint("block count")
+    if count > (r.end - r.pos) // 3:  # method, size and count: at least a byte each
+        raise CorruptArchiveError(f"archive header: block count {count} does not fit in the "
+                                  "header (damaged or crafted)")
+    blocks = []
+    for _ in range(count):
+        method = _enum(Method, r.byte("block method"), "block method")
+        raw_size = r.varint("block size")
+        n = r.varint("block payload size")
+        blocks.append(Block(method, raw_size, n_tokens=n) if method == Method.MODEL
+                      else Block(method, raw_size, payload_size=n))
+    return blocks
 
-    Raises CorruptArchiveError naming the first problem found. Nothing here needs a model.
-    """
-    _check_envelope(blob)
-    r = _Reader(blob, len(MAGIC) + 1, len(blob) - CRC_BYTES)
+
+def _read_header(blob: bytes, start: int, end: int) -> tuple[Header, int]:
+    """The checked header of the archive at blob[start:], reading no further than `end`, and
+    the offset where its payloads begin."""
+    r = _Reader(blob, start + len(MAGIC) + 1, end)
     header_len = r.varint("header length")
     hr = _Reader(blob, r.pos, min(r.pos + header_len, r.end))
     if hr.end - hr.pos != header_len:
@@ -235,13 +277,9 @@ def unpack(blob: bytes) -> tuple[Header, list[bytes], list[bytes]]:
     checksum = hr.take(CHECKSUM_BYTES, "content checksum")
     arith = hr.byte("arithmetic")
     model = None if arith == 0 else _read_model(hr, _enum(Arithmetic, arith, "arithmetic"))
-    blocks = []
-    for _ in range(hr.varint("block count")):
-        method = _enum(Method, hr.byte("block method"), "block method")
-        raw_size = hr.varint("block size")
-        n = hr.varint("block payload size")
-        blocks.append(Block(method, raw_size, n_tokens=n) if method == Method.MODEL
-                      else Block(method, raw_size, payload_size=n))
+    if model is not None:
+        _check_model(model)  # before its group size divides anything
+    blocks = _read_blocks(hr)
     n_model = sum(b.method == Method.MODEL for b in blocks)
     if n_model and model is None:
         raise CorruptArchiveError("archive has model-coded blocks but names no model (damaged)")
@@ -249,28 +287,175 @@ def unpack(blob: bytes) -> tuple[Header, list[bytes], list[bytes]]:
     stream_sizes = [hr.varint("stream size") for _ in range(n_groups)]
     if hr.pos != hr.end:
         raise CorruptArchiveError("archive header has trailing bytes (damaged)")
-    if sum(b.raw_size for b in blocks) != original_size:
+    header = Header(original_size, checksum, blocks, model, stream_sizes)
+    _check_blocks(header)
+    return header, hr.end
+
+
+# --- checking ------------------------------------------------------------------------------
+
+def _check_range(what: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise CorruptArchiveError(f"archive header: {what} {value} is outside {low}..{high} "
+                                  "(damaged or crafted)")
+
+
+def _check_text(what: str, text: str, may_be_empty: bool = False) -> None:
+    """Names are printed by `info` and in error messages: one printable line, no escapes."""
+    if (not text and not may_be_empty) or not text.isprintable():
+        raise CorruptArchiveError(f"archive header: {what} {text!r} is empty or not printable "
+                                  "(damaged or crafted)")
+
+
+def _check_model(m: ModelInfo) -> None:
+    _check_text("model name", m.name)
+    _check_range("segment length", m.segment_tokens, 1, MAX_SEGMENT_TOKENS)
+    _check_range("group size", m.group_size, 1, MAX_GROUP_SIZE)
+    _check_range("bucket size", m.bucket_size, 2, MAX_BUCKET_SIZE)
+    if m.arithmetic == Arithmetic.FLOAT:
+        _check_range("thread count", m.threads, 1, MAX_THREADS)
+        _check_text("runtime", m.runtime, may_be_empty=True)
+
+
+def _check_block(index: int, b: Block, model: ModelInfo | None) -> None:
+    where = f"block {index + 1} ({b.method.name.lower()})"
+    if b.raw_size < 1:
+        raise CorruptArchiveError(f"archive header: {where} is empty (damaged or crafted)")
+    if b.method == Method.STORED and b.payload_size != b.raw_size:
+        raise CorruptArchiveError(f"archive header: {where} stores {b.payload_size} bytes for "
+                                  f"{b.raw_size} (damaged)")
+    if b.method == Method.LZMA and b.payload_size < 1:
+        raise CorruptArchiveError(f"archive header: {where} has no payload (damaged)")
+    if b.method == Method.MODEL:
+        most = min(MAX_TOKENS_PER_BYTE * b.raw_size, model.segment_tokens + ESCAPE_SLACK,
+                   MAX_SEGMENT_TOKENS)
+        if not 1 <= b.n_tokens <= most:
+            raise CorruptArchiveError(
+                f"archive header: {where} token count {b.n_tokens} is outside 1..{most} for "
+                f"{b.raw_size} bytes in segments of {model.segment_tokens} (damaged or crafted)")
+
+
+def _check_blocks(h: Header) -> None:
+    """Every block and stream within the limits, and the blocks tiling the original size."""
+    for index, block in enumerate(h.blocks):
+        _check_block(index, block, h.model)
+    for index, size in enumerate(h.stream_sizes):
+        if size < 4 or size % 4:
+            raise CorruptArchiveError(f"archive header: stream {index + 1} size {size} is not "
+                                      "a whole number of 32-bit words (damaged)")
+    if sum(b.raw_size for b in h.blocks) != h.original_size:
         raise CorruptArchiveError("archive blocks do not add up to the original size (damaged)")
-    pos = hr.end
+
+
+def check_bucket_size(bucket_size: int, vocab_size: int) -> None:
+    """The codec's check once the model is known: the header's bucket size must cut this
+    vocabulary into 2..V tokens per bucket and at most MAX_BUCKETS buckets, or the coder's
+    rows would be degenerate or too wide to allocate."""
+    n_buckets = -(-vocab_size // bucket_size) if bucket_size > 0 else 0
+    if not 2 <= bucket_size <= vocab_size or n_buckets > MAX_BUCKETS:
+        raise CorruptArchiveError(
+            f"archive header: bucket size {bucket_size} does not fit the model's vocabulary of "
+            f"{vocab_size} tokens (needs 2..{vocab_size}; damaged or crafted)")
+
+
+# --- one archive, and several back to back -------------------------------------------------
+
+def _payload_bytes(h: Header) -> int:
+    return (sum(b.payload_size for b in h.blocks if b.method != Method.MODEL)
+            + sum(h.stream_sizes))
+
+
+def unpack(blob: bytes) -> tuple[Header, list[bytes], list[bytes]]:
+    """Parse and check one archive: (header, classical payloads, group streams).
+
+    Raises CorruptArchiveError naming the first problem found. Nothing here needs a model.
+    """
+    _check_envelope(blob)
+    header, pos = _read_header(blob, 0, len(blob) - CRC_BYTES)
+    if pos + _payload_bytes(header) != len(blob) - CRC_BYTES:
+        raise CorruptArchiveError("archive payload sizes do not match its length (damaged)")
     payloads = []
-    for b in blocks:
+    for b in header.blocks:
         if b.method != Method.MODEL:
             payloads.append(blob[pos:pos + b.payload_size])
             pos += b.payload_size
     streams = []
-    for size in stream_sizes:
+    for size in header.stream_sizes:
         streams.append(blob[pos:pos + size])
         pos += size
-    if pos != len(blob) - CRC_BYTES:
-        raise CorruptArchiveError("archive payload sizes do not match its length (damaged)")
-    header = Header(original_size, checksum, blocks, model, stream_sizes)
     return header, payloads, streams
 
 
+def _member_end(blob: bytes, start: int) -> int | None:
+    """Where the archive starting at blob[start] ends, if a whole, CRC-checked one does."""
+    if blob[start:start + len(MAGIC)] != MAGIC or len(blob) - start < len(MAGIC) + 1 + CRC_BYTES \
+            or blob[start + len(MAGIC)] != FORMAT_VERSION:
+        return None
+    try:
+        header, pos = _read_header(blob, start, len(blob))
+    except CorruptArchiveError:
+        return None
+    end = pos + _payload_bytes(header) + CRC_BYTES
+    if end > len(blob) or zlib.crc32(blob[start:end - CRC_BYTES]) != int.from_bytes(
+            blob[end - CRC_BYTES:end], "little"):
+        return None
+    return end
+
+
+def split_members(blob: bytes) -> list[bytes]:
+    """The archives that `blob` holds back to back (gzip's members), in order.
+
+    Each archive delimits itself (header length, payload and stream sizes, CRC), so members
+    are found without a separator. A file of one archive gives one member. Raises
+    CorruptArchiveError for damage anywhere and for trailing bytes that are not an archive.
+    """
+    members, pos = [], 0
+    while True:
+        end = _member_end(blob, pos)
+        if end is None:
+            _raise_member_error(blob, pos, len(members))
+        members.append(blob[pos:end])
+        pos = end
+        if pos == len(blob):
+            return members
+
+
+def _raise_member_error(blob: bytes, pos: int, n_before: int) -> None:
+    """The precise error for the bad member at blob[pos:]: unpack's own, which checks the CRC
+    first (so damage reads as damage), named by its position after the first member."""
+    tail = blob[pos:]
+    if n_before and not tail.startswith(MAGIC):
+        size = f"{len(tail)} byte" + ("s" if len(tail) != 1 else "")
+        raise CorruptArchiveError(f"trailing garbage after archive member {n_before} ({size}, "
+                                  "not an archive)")
+    try:
+        unpack(tail)
+    except CorruptArchiveError as exc:
+        if not n_before:
+            raise
+        raise CorruptArchiveError(f"archive member {n_before + 1} (at byte {pos}): {exc}") \
+            from None
+    raise CorruptArchiveError(f"archive member {n_before + 1} (at byte {pos}) is damaged")
+
+
+def decompress_members(blob: bytes, decode_one) -> bytes:
+    """What a file of archives back to back decodes to: each member's output, in order.
+
+    `decode_one(member) -> bytes` decodes one archive (Codec.decompress's single-archive
+    body); so a codec reads `compress -c a b > x` as gzip reads concatenated members.
+    """
+    return b"".join(decode_one(member) for member in split_members(blob))
+
+
 def describe(blob: bytes) -> dict:
-    """The header's facts as plain data (what `llmzip info` shows), without decoding."""
+    """The header's facts as plain data (what `llmzip info` shows), without decoding.
+
+    `original_bytes` and `model_tokens` are what the header declares: a decoder does at most
+    one model step per declared token, so they are the work that decoding it will take.
+    """
     header, _, _ = unpack(blob)
     m = header.model
+    model_blocks = header.model_blocks()
     facts = {
         "format_version": FORMAT_VERSION,
         "original_bytes": header.original_size,
@@ -286,5 +471,7 @@ def describe(blob: bytes) -> dict:
                     "payload_bytes": b.payload_size, "tokens": b.n_tokens}
                    for b in header.blocks],
         "stream_bytes": header.stream_sizes,
+        "model_tokens": sum(b.n_tokens for b in model_blocks),
+        "model_bytes": sum(b.raw_size for b in model_blocks),
     }
     return facts

@@ -139,7 +139,10 @@ class FloatEngine:
         return _FloatStepper(self.hf, n_rows)
 
     def cache_bytes(self, n_rows: int, max_len: int) -> int:
-        return 0  # one group at a time; transformers sizes its own cache
+        """transformers' float32 keys and values for every layer."""
+        c = self.hf.config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        return 2 * 4 * c.num_hidden_layers * n_rows * c.num_key_value_heads * max_len * head_dim
 
 
 def _legacy_engine(model):

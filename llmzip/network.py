@@ -68,6 +68,8 @@ class Layer:
 
 
 LINEARS = ("qkv", "o", "gate_up", "down")
+NO_GAIN = np.empty(0)
+NO_GAIN.setflags(write=False)  # like the cached (memory-mapped) gains: one numba type, one compile
 NORMS = ("q", "k", "post_attn", "post_ffn")
 
 
@@ -155,7 +157,7 @@ class ExactNetwork:
 
         def linear(prefix):
             return Linear(arrays[f"{prefix}.w8"], arrays[f"{prefix}.scale"],
-                          arrays.get(f"{prefix}.gain", np.empty(0)))
+                          arrays.get(f"{prefix}.gain", NO_GAIN))
 
         self.layers = [Layer(*(linear(f"{i}.{n}") for n in LINEARS), layer["theta"],
                              layer["window"], {n: arrays[f"{i}.norm.{n}"] for n in NORMS
@@ -197,7 +199,7 @@ class ExactNetwork:
     def linear(self, lin: Linear, x: np.ndarray, products,
                normed: bool = False) -> np.ndarray:
         """lin applied to x (R, K), or to RMSNorm(x) (times the kept gain): (R, N) float64."""
-        xq = np.empty(x.shape, products.dtype)
+        xq = np.empty(x.shape, np.int16)
         factor = np.empty(x.shape[0])
         if normed:
             ar.norm_quantize_rows(x, lin.gain, self.eps, xq, factor)
@@ -222,20 +224,19 @@ class ExactNetwork:
         ar.rotate(q, positions, cos, sin)
         ar.rotate(k, positions, cos, sin)
         attn = attend(q, k, v)
-        no_gain = np.empty(0)
         ar.add_post_norm(h, self.linear(layer.o, attn, products),
-                         layer.norms.get("post_attn", no_gain), self.eps)
+                         layer.norms.get("post_attn", NO_GAIN), self.eps)
         act = ar.activation(self.linear(layer.gate_up, h, products, normed=True),
                             self.arch["gelu"])
         ar.add_post_norm(h, self.linear(layer.down, act, products),
-                         layer.norms.get("post_ffn", no_gain), self.eps)
+                         layer.norms.get("post_ffn", NO_GAIN), self.eps)
         return h
 
     @staticmethod
-    def quantize_qkv(q, k, v, q_dtype):
-        """Integer queries (R, heads, D) with scales (R, heads); int8 keys and values
+    def quantize_qkv(q, k, v):
+        """int16 queries (R, heads, D) with scales (R, heads); int8 keys and values
         (R, H, D) with a scale per (row, head)."""
-        qq, qs = np.empty(q.shape, q_dtype), np.empty(q.shape[:2])
+        qq, qs = np.empty(q.shape, np.int16), np.empty(q.shape[:2])
         ar.quantize_queries(q, qq, qs)
         kq, ks = np.empty(k.shape, np.int8), np.empty(k.shape[:2])
         ar.quantize_kv(k, kq, ks)
@@ -267,7 +268,8 @@ class ExactNetwork:
     def _attend_full(self, layer: Layer, q, k, v) -> np.ndarray:
         """Causal (windowed) attention of a segment over itself, in blocks of QUERY_BLOCK
         queries: scores and weights x values from float32 BLAS, exact integers."""
-        qq, qs, kq, ks, vq, vs = self.quantize_qkv(q, k, v, np.float32)
+        qq, qs, kq, ks, vq, vs = self.quantize_qkv(q, k, v)
+        qq = qq.astype(np.float32)
         t_len, g, d = q.shape[0], self.groups, self.head_dim
         out = np.empty((t_len, self.n_heads, d))
         q_pos = np.repeat(np.arange(t_len), g)
@@ -295,19 +297,16 @@ class ExactNetwork:
 class _Blas:
     """Integer products of many rows: float32 sgemm."""
 
-    dtype = np.float32
-
     def __init__(self, weights32: np.ndarray | None = None):
         self.weights32 = weights32  # a float32 copy of the one matrix this is used with
 
     def __call__(self, xq, lin: Linear):
-        return products_blas(xq, self.weights32 if self.weights32 is not None else lin.w8)
+        weights = self.weights32 if self.weights32 is not None else lin.w8
+        return products_blas(xq.astype(np.float32), weights)
 
 
 class _Int32:
     """Integer products of a few rows: int32 loops over the int8 weights."""
-
-    dtype = np.int16
 
     def __call__(self, xq, lin: Linear):
         return products_int32(xq, lin.w8)
@@ -345,7 +344,7 @@ class Stepper:
 
     def _attend(self, index: int, layer: Layer, q, k, v) -> np.ndarray:
         net, pos, rows = self.net, self.pos, q.shape[0]
-        qq, qs, kq, ks, vq, vs = net.quantize_qkv(q, k, v, np.int16)
+        qq, qs, kq, ks, vq, vs = net.quantize_qkv(q, k, v)
         self.keys[index, :rows, :, pos] = kq
         self.values[index, :rows, :, pos] = vq
         self.k_scale[index, :rows, :, pos] = ks

@@ -80,7 +80,7 @@ class Machine:
     """How this machine runs a codec; never changes an archive."""
 
     threads: int | None = None  # None: all cores, tuned while decoding
-    decode_memory_mb: int | None = None  # KV caches of groups decoded together (default 1 GiB)
+    decode_memory_mb: int | None = None  # KV caches of groups decoded together (see budget)
     decode_batch: int | None = None  # at most this many segments per decoding wave
 
     def __post_init__(self):
@@ -88,9 +88,13 @@ class Machine:
         _check_range("decode_memory_mb", self.decode_memory_mb, (1, 2**24), optional=True)
         _check_range("decode_batch", self.decode_batch, (1, 2**16), optional=True)
 
-    @property
-    def memory_budget(self) -> int:
-        return (self.decode_memory_mb or 1024) << 20
+    def memory_budget(self, engine) -> int:
+        """Bytes of KV cache a decoder may hold: as asked, else 1 GiB (exact-v3's int8
+        cache: 11 segments of 4,096 tokens with the default model), or a quarter of the
+        memory for exact-v2's float64 cache, as llmzip 0.1 had it."""
+        if self.decode_memory_mb:
+            return self.decode_memory_mb << 20
+        return 1 << 30 if engine.arithmetic == Arithmetic.EXACT_V3 else _physical_memory() // 4
 
     def apply_threads(self, float_threads: int | None = None) -> None:
         """Thread counts for torch (the float engine: as recorded) and numba."""
@@ -116,20 +120,23 @@ class Machine:
     def waves(self, groups: list, engine) -> list[list]:
         """Consecutive groups decoded together, as many as the memory budget (and
         decode_batch) allow: one step for many rows costs far less than one step each.
-        A group that alone needs more than half of this machine's memory is refused. An
+        A group that alone exceeds the budget is refused before anything is allocated. An
         engine whose tables depend on the batch gets its encoder's layout: a group a wave."""
+        budget = self.memory_budget(engine)
+        for group, _ in groups:
+            alone = engine.cache_bytes(len(group), max(b.n_tokens for b in group))
+            if alone > budget:
+                raise LlmzipError(
+                    f"decoding needs {-(-alone >> 20):,} MB of memory for one group of segments, "
+                    f"more than the {budget >> 20:,} MB allowed; raise it with --memory")
         if not engine.batch_invariant:
             return [[group] for group in groups]
         waves, rows, longest = [], 0, 0
         for group, stream in groups:
             g_longest = max(b.n_tokens for b in group)
-            alone = engine.cache_bytes(len(group), g_longest)
-            if alone > _physical_memory() // 2:
-                raise LlmzipError(f"decoding needs {alone >> 20:,} MB for one group of segments, "
-                                  "more than half of this machine's memory")
             cost = engine.cache_bytes(rows + len(group), max(longest, g_longest))
             too_many = self.decode_batch and rows + len(group) > self.decode_batch
-            if waves and (cost > self.memory_budget or too_many):
+            if waves and (cost > budget or too_many):
                 waves.append([])
                 rows, longest = 0, 0
             if not waves:

@@ -1,11 +1,15 @@
-"""Archive bytes: layout, round trip of every field, and rejection of damaged input."""
+"""Archive bytes: layout, round trip of every field, rejection of damaged and crafted input,
+and files of several archives back to back."""
 
+import dataclasses
+import re
 import zlib
 
 import pytest
 
-from llmzip.container import (Arithmetic, Block, Header, Method, ModelInfo, describe, pack,
-                              unpack)
+from llmzip.container import (MAX_BUCKET_SIZE, MAX_GROUP_SIZE, MAX_SEGMENT_TOKENS, MAX_THREADS,
+                              Arithmetic, Block, Header, Method, ModelInfo, check_bucket_size,
+                              decompress_members, describe, pack, split_members, unpack)
 from llmzip.errors import CorruptArchiveError
 
 MODEL = ModelInfo(name="smollm2-135m", fingerprint=bytes(range(16)),
@@ -98,3 +102,218 @@ def test_describe_reports_header_facts_without_a_model():
     assert facts["model"]["arithmetic"] == "exact-v3"
     assert [b["method"] for b in facts["blocks"]] == ["stored", "model", "lzma"]
     assert facts["blocks"][1]["tokens"] == 80
+
+
+# --- crafted headers: fields edited and the CRC recomputed (pack does both) ------------------
+
+FLOAT_MODEL = ModelInfo("m", bytes(16), Arithmetic.FLOAT, 512, 4, 256, threads=2,
+                        runtime="torch 2.13.0+cpu x86_64")
+TEXT_BYTES = 2500  # the size of the text in the issue's 424-byte archive
+
+
+def _model_archive(model=MODEL, blocks=None, streams=None) -> bytes:
+    """A valid archive of MODEL blocks, with `model` or `blocks` replaced by crafted ones."""
+    blocks = blocks or [Block(Method.MODEL, TEXT_BYTES, n_tokens=700)]
+    n_groups = -(-len(blocks) // max(model.group_size, 1))
+    streams = [b"\0" * 8] * n_groups if streams is None else streams
+    return pack(Header(sum(b.raw_size for b in blocks), bytes(8), blocks, model), [], streams)
+
+
+def _with(**fields) -> bytes:
+    base = FLOAT_MODEL if "threads" in fields or "runtime" in fields else MODEL
+    return _model_archive(dataclasses.replace(base, **fields))
+
+
+def _sealed(body: bytes) -> bytes:
+    """An archive around a raw header body, for fields pack() would not write."""
+    from llmzip.container import _varint
+    out = b"LLMZ\x01" + _varint(len(body)) + body
+    return out + zlib.crc32(out).to_bytes(4, "little")
+
+
+CRAFTED = [
+    # the issue's cases
+    pytest.param(lambda: _model_archive(blocks=[Block(Method.MODEL, 40000, n_tokens=16385)],
+                                        model=dataclasses.replace(MODEL, segment_tokens=16384)),
+                 "token count 16385 is outside 1..16384", id="model-block-16385-tokens"),
+    pytest.param(lambda: _model_archive(blocks=[Block(Method.MODEL, TEXT_BYTES, n_tokens=10**9)]),
+                 "token count 1000000000 is outside", id="model-block-10^9-tokens"),
+    pytest.param(lambda: _model_archive(blocks=[Block(Method.MODEL, TEXT_BYTES, n_tokens=16384)],
+                                        model=dataclasses.replace(MODEL, segment_tokens=16384)),
+                 "token count 16384 is outside 1..5000 for 2500 bytes",
+                 id="bomb-16384-tokens-in-2500-bytes"),
+    pytest.param(lambda: _model_archive(
+        blocks=[Block(Method.MODEL, TEXT_BYTES // 8, n_tokens=16384)] * 8,
+        model=dataclasses.replace(MODEL, segment_tokens=16384, group_size=8)),
+                 "block 1 (model) token count 16384 is outside 1..624",
+                 id="8-blocks-of-16384-tokens-in-one-group"),
+    pytest.param(lambda: _with(bucket_size=2**62), "bucket size 4611686018427387904 is outside "
+                 "2..1048576", id="bucket-size-2^62"),
+    pytest.param(lambda: _with(bucket_size=2**31), "bucket size 2147483648 is outside",
+                 id="bucket-size-2^31"),
+    pytest.param(lambda: _with(threads=10**4), "thread count 10000 is outside 1..1024",
+                 id="float-threads-10^4"),
+    pytest.param(lambda: _with(threads=10**6), "thread count 1000000 is outside",
+                 id="float-threads-10^6"),
+    pytest.param(lambda: _with(threads=2**31), "thread count 2147483648 is outside",
+                 id="float-threads-2^31"),
+    pytest.param(lambda: _with(threads=2**62), "thread count 4611686018427387904 is outside",
+                 id="float-threads-2^62"),
+    pytest.param(lambda: _model_archive(blocks=[Block(Method.MODEL, 0, n_tokens=0)]),
+                 "block 1 (model) is empty", id="empty-model-block"),
+    # the same limits at their other ends, and the fields beside them
+    pytest.param(lambda: _model_archive(blocks=[Block(Method.MODEL, 10, n_tokens=0)]),
+                 "token count 0 is outside 1..20", id="model-block-without-tokens"),
+    pytest.param(lambda: _model_archive(blocks=[Block(Method.MODEL, 500, n_tokens=700)],
+                                        model=dataclasses.replace(MODEL, segment_tokens=600)),
+                 "token count 700 is outside 1..601", id="model-block-longer-than-segments"),
+    pytest.param(lambda: _with(threads=0), "thread count 0 is outside", id="float-threads-0"),
+    pytest.param(lambda: _with(bucket_size=0), "bucket size 0 is outside", id="bucket-size-0"),
+    pytest.param(lambda: _with(bucket_size=1), "bucket size 1 is outside", id="bucket-size-1"),
+    pytest.param(lambda: _with(segment_tokens=0), "segment length 0 is outside 1..16384",
+                 id="segment-length-0"),
+    pytest.param(lambda: _with(segment_tokens=16385), "segment length 16385 is outside",
+                 id="segment-length-16385"),
+    pytest.param(lambda: _with(group_size=0), "group size 0 is outside 1..256",
+                 id="group-size-0"),
+    pytest.param(lambda: _with(group_size=257), "group size 257 is outside", id="group-size-257"),
+    pytest.param(lambda: _with(group_size=10**9), "group size 1000000000 is outside",
+                 id="group-size-10^9"),
+    pytest.param(lambda: _with(name=""), "model name '' is empty or not printable",
+                 id="model-name-empty"),
+    pytest.param(lambda: _with(name="tiny\nllmzip: all good"), "model name 'tiny\\nllmzip",
+                 id="model-name-with-newline"),
+    pytest.param(lambda: _with(name="\x1b[2Jm"), "model name '\\x1b[2Jm' is empty or not",
+                 id="model-name-with-terminal-escape"),
+    pytest.param(lambda: _with(runtime="torch\r"), "runtime 'torch\\r' is empty or not",
+                 id="runtime-with-carriage-return"),
+    pytest.param(lambda: _model_archive(streams=[b"\0" * 6]), "stream 1 size 6 is not a whole "
+                 "number of 32-bit words", id="stream-of-6-bytes"),
+    pytest.param(lambda: _model_archive(streams=[b""]), "stream 1 size 0 is not",
+                 id="empty-stream"),
+    pytest.param(lambda: pack(Header(10, bytes(8), [Block(Method.STORED, 10, payload_size=4)]),
+                              [b"abcd"], []),
+                 "block 1 (stored) stores 4 bytes for 10", id="stored-block-shorter-than-size"),
+    pytest.param(lambda: pack(Header(10, bytes(8), [Block(Method.LZMA, 10, payload_size=0)]),
+                              [b""], []),
+                 "block 1 (lzma) has no payload", id="lzma-block-without-payload"),
+    pytest.param(lambda: pack(Header(0, bytes(8), [Block(Method.STORED, 0)]), [b""], []),
+                 "block 1 (stored) is empty", id="empty-stored-block"),
+    pytest.param(lambda: _sealed(b"\0" + bytes(8) + b"\0" + b"\x80\x94\xeb\xdc\x03"),
+                 "block count 1000000000 does not fit in the header", id="block-count-10^9"),
+]
+
+
+@pytest.mark.parametrize("make, message", CRAFTED)
+def test_crafted_header_is_refused_naming_the_field(make, message):
+    with pytest.raises(CorruptArchiveError) as caught:
+        unpack(make())
+    text = str(caught.value)
+    assert text.startswith("archive header: ") and message in text, text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("make, message", CRAFTED)
+def test_crafted_header_is_refused_by_info_and_member_splitting(make, message):
+    blob = make()
+    for read in (describe, split_members):
+        with pytest.raises(CorruptArchiveError, match=re.escape(message)):
+            read(blob)
+
+
+def test_largest_settings_an_encoder_may_write_are_accepted():
+    model = dataclasses.replace(FLOAT_MODEL, segment_tokens=MAX_SEGMENT_TOKENS,
+                                group_size=MAX_GROUP_SIZE, bucket_size=MAX_BUCKET_SIZE,
+                                threads=MAX_THREADS)
+    blocks = [Block(Method.MODEL, 8192, n_tokens=MAX_SEGMENT_TOKENS)]
+    header, _, _ = unpack(_model_archive(model, blocks))
+    assert header.model == model and header.blocks == blocks
+
+
+def test_segment_limit_is_the_exact_arithmetic_bound():
+    from llmzip.arithmetic import MAX_KEYS
+    assert MAX_SEGMENT_TOKENS == MAX_KEYS
+
+
+@pytest.mark.parametrize("bucket_size, vocab_size, ok", [
+    pytest.param(16, 400, True, id="tiny-model-16-of-400"),
+    pytest.param(256, 49152, True, id="smollm2-256-of-49152"),
+    pytest.param(512, 262144, True, id="gemma3-512-of-262144"),
+    pytest.param(3, 400, True, id="3-of-400-fits-the-vocabulary"),
+    pytest.param(400, 400, True, id="one-bucket-of-the-whole-vocabulary"),
+    pytest.param(401, 400, False, id="larger-than-the-vocabulary"),
+    pytest.param(1, 400, False, id="1"),
+    pytest.param(0, 400, False, id="0"),
+    pytest.param(2, 2**22, False, id="2-million-buckets"),
+])
+def test_bucket_size_is_checked_against_the_vocabulary(bucket_size, vocab_size, ok):
+    if ok:
+        check_bucket_size(bucket_size, vocab_size)
+    else:
+        with pytest.raises(CorruptArchiveError, match=f"bucket size {bucket_size} does not fit "
+                           f"the model's vocabulary of {vocab_size} tokens"):
+            check_bucket_size(bucket_size, vocab_size)
+
+
+def test_describe_totals_the_declared_work():
+    facts = describe(pack(*_sample()))
+    assert facts["original_bytes"] == 317
+    assert facts["model_tokens"] == 80 and facts["model_bytes"] == 300
+
+
+# --- several archives back to back (gzip's members) ------------------------------------------
+
+def _two_members() -> tuple[bytes, bytes]:
+    first = pack(*_sample())
+    second = pack(Header(3, b"\x02" * 8, [Block(Method.STORED, 3, payload_size=3)]), [b"abc"], [])
+    return first, second
+
+
+def test_one_archive_is_one_member():
+    blob = pack(*_sample())
+    assert split_members(blob) == [blob]
+
+
+def test_archives_back_to_back_split_into_members_in_order():
+    first, second = _two_members()
+    assert split_members(first + second + first) == [first, second, first]
+
+
+def test_decompress_members_joins_each_members_output_in_order():
+    first, second = _two_members()
+    decoded = decompress_members(second + first, lambda m: describe(m)["checksum"].encode())
+    assert decoded == (b"02" * 8) + (b"01" * 8)
+
+
+def test_trailing_garbage_after_a_member_is_refused():
+    first, _ = _two_members()
+    with pytest.raises(CorruptArchiveError, match=r"^trailing garbage after archive member 1 "
+                       r"\(5 bytes, not an archive\)$"):
+        split_members(first + b"\0\0\0\0\0")
+
+
+def test_damaged_second_member_is_named_with_its_offset():
+    first, second = _two_members()
+    damaged = bytearray(first + second)
+    damaged[-5] ^= 0x01
+    with pytest.raises(CorruptArchiveError, match=rf"^archive member 2 \(at byte {len(first)}\): "
+                       r"archive is damaged or truncated \(CRC-32 mismatch\)$"):
+        split_members(bytes(damaged))
+
+
+def test_damaged_single_archive_reads_as_damage_not_as_a_bad_field():
+    damaged = bytearray(pack(*_sample()))
+    damaged[20] ^= 0x01
+    with pytest.raises(CorruptArchiveError, match=r"CRC-32 mismatch"):
+        split_members(bytes(damaged))
+
+
+def test_every_truncation_of_two_members_but_the_boundary_is_detected():
+    first, second = _two_members()
+    blob = first + second
+    for length in range(len(blob)):
+        if length == len(first):
+            assert split_members(blob[:length]) == [first]
+            continue
+        with pytest.raises(CorruptArchiveError):
+            split_members(blob[:length])

@@ -1,0 +1,329 @@
+"""Fuzzing the archive reader: random bytes, damaged archives, and crafted headers.
+
+An archive is untrusted input. Two tiers share these tests: the default run (CI) tries a few
+hundred examples in well under a minute; `make fuzz` sets LLMZIP_FUZZ_EXAMPLES=100000 for a
+long run. Tests at the container level take microseconds per example and check the reader
+against a second statement of the format's limits (`_acceptable`); tests at the command
+level decode with the committed tiny model, in process, and check that every archive ends
+in an exit code and at most one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zlib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from llmzip.cli import main
+from llmzip.container import (Arithmetic, Block, Header, Method, ModelInfo, describe, pack,
+                              split_members, unpack)
+from llmzip.errors import CorruptArchiveError
+
+from conftest import corpus_file
+
+EXAMPLES = int(os.environ.get("LLMZIP_FUZZ_EXAMPLES", "200"))
+DECODE_EXAMPLES = max(EXAMPLES // 4, 25)  # each one runs the model: ~0.1 s
+TINY_LLAMA = str(Path(__file__).parent / "models" / "tiny-llama")
+GOLDEN = Path(__file__).parent / "golden"
+
+# The autouse cache fixture is function-scoped; sharing it between examples is what we want.
+_HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+quick = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=2),
+                 suppress_health_check=_HEALTH)
+decoding = settings(max_examples=DECODE_EXAMPLES, deadline=timedelta(seconds=20),
+                    suppress_health_check=_HEALTH + [HealthCheck.data_too_large])
+
+
+# --- the format's limits, stated a second time ----------------------------------------------
+
+def _acceptable(header: Header, payloads: list[bytes], streams: list[bytes]) -> bool:
+    """Whether a reader must accept this archive: docs/FORMAT.md's limits, independently of
+    container.py's code."""
+    m = header.model
+    if m is not None:
+        if not (m.name and m.name.isprintable() and m.runtime.isprintable()):
+            return False
+        if not (1 <= m.segment_tokens <= 16384 and 1 <= m.group_size <= 256
+                and 2 <= m.bucket_size <= 2**20):
+            return False
+        if m.arithmetic == Arithmetic.FLOAT and not 1 <= m.threads <= 1024:
+            return False
+    n_model = sum(b.method == Method.MODEL for b in header.blocks)
+    if n_model and m is None:
+        return False
+    for b in header.blocks:
+        if b.raw_size < 1:
+            return False
+        if b.method == Method.STORED and b.payload_size != b.raw_size:
+            return False
+        if b.method == Method.LZMA and b.payload_size < 1:
+            return False
+        if b.method == Method.MODEL and not \
+                1 <= b.n_tokens <= min(2 * b.raw_size, m.segment_tokens + 1, 16384):
+            return False
+    if len(streams) != (-(-n_model // m.group_size) if n_model else 0):
+        return False
+    if any(len(s) < 4 or len(s) % 4 for s in streams):
+        return False
+    classical = [b for b in header.blocks if b.method != Method.MODEL]
+    if sum(len(p) for p in payloads) != sum(b.payload_size for b in classical):
+        return False
+    return sum(b.raw_size for b in header.blocks) == header.original_size
+
+
+# --- strategies: values inside the limits, at them, and far past them ----------------------
+# Each field is usual (valid) nine times in ten, so that whole archives often get past the
+# container to the decoder, and every field is also, often enough, past its limit.
+
+def _mostly(usual, unusual):
+    return st.integers(0, 9).flatmap(lambda k: unusual if k == 0 else usual)
+
+
+def _around(low: int, high: int, usual_high: int | None = None):
+    """Integers in low..usual_high (to keep decoding quick; high by default), else at the
+    ends of low..high, just outside, or absurd."""
+    edges = st.sampled_from(sorted({0, low, max(low - 1, 0), high, high + 1, 2**31, 2**62,
+                                    10**9}))
+    return _mostly(st.integers(low, high if usual_high is None else usual_high), edges)
+
+
+odd_names = st.one_of(st.just(""), st.text(max_size=30),
+                      st.sampled_from(["~nosuchuser/x", "a/" * 100, "smollm2-135m-typo",
+                                       "tiny\nllama", "\x1b[31mred"]))
+
+
+@st.composite
+def model_infos(draw, small: bool = False):
+    arithmetic = draw(_mostly(st.just(Arithmetic.EXACT), st.just(Arithmetic.FLOAT)))
+    name = draw(_mostly(st.just(TINY_LLAMA), odd_names))
+    float_fields = {}
+    if arithmetic == Arithmetic.FLOAT:
+        # usually 1 thread: a decoder in this process really starts them
+        float_fields = {"threads": draw(_around(1, 1024, 1)),
+                        "runtime": draw(_mostly(st.just("torch 2.13.0+cpu x86_64"),
+                                                st.sampled_from(["", "\r"])))}
+    return ModelInfo(name, draw(st.binary(min_size=16, max_size=16)), arithmetic,
+                     segment_tokens=draw(_around(1, 16384, 32 if small else None)),
+                     group_size=draw(_around(1, 256, 4 if small else None)),
+                     bucket_size=draw(_around(2, 2**20, 512 if small else None)),
+                     **float_fields)
+
+
+@st.composite
+def blocks(draw, model: ModelInfo | None, small: bool = False):
+    method = draw(_mostly(st.just(Method.MODEL), st.sampled_from([Method.STORED, Method.LZMA])))
+    raw_size = draw(_around(1, 2**40, 64 if small else None))
+    if method == Method.MODEL:
+        most = min(2 * raw_size, (model.segment_tokens + 1) if model else 1, 16384)
+        return Block(method, raw_size, n_tokens=draw(_around(1, 16384, max(most, 1)))), b""
+    payload = draw(st.binary(max_size=80))
+    if method == Method.STORED:
+        raw_size = draw(_mostly(st.just(len(payload)), st.just(raw_size)))
+    declared = draw(_mostly(st.just(len(payload)), _around(1, 2**40, 80)))
+    return Block(method, raw_size, payload_size=declared), payload
+
+
+@st.composite
+def archives(draw, small: bool = False):
+    """(header, payloads, streams) with fields around every limit; pack() gives it a
+    valid CRC, so only the checks of the fields themselves stand between it and a decoder.
+    Empty streams stand for real ones where a test has them."""
+    model = draw(_mostly(model_infos(small), st.none()))
+    drawn = draw(st.lists(blocks(model, small), max_size=6))
+    block_list = [b for b, _ in drawn]
+    payloads = [p for b, p in drawn if b.method != Method.MODEL]
+    n_model = sum(b.method == Method.MODEL for b in block_list)
+    groups = -(-n_model // model.group_size) if model and model.group_size else n_model
+    n_streams = draw(_mostly(st.just(groups), st.sampled_from([groups + 1, max(groups - 1, 0)])))
+    streams = [draw(_mostly(st.just(b""), st.binary(max_size=40))) for _ in range(n_streams)]
+    total = sum(b.raw_size for b in block_list)
+    original = draw(_mostly(st.just(total), st.sampled_from([total + 1, max(total - 1, 0)])))
+    return Header(original, draw(st.binary(min_size=8, max_size=8)), block_list, model), \
+        payloads, streams
+
+
+# --- container level: only CorruptArchiveError, and exactly for what breaks a limit ---------
+
+def _base_archives() -> list[bytes]:
+    sample = Header(10 + 300 + 7, b"\x01" * 8, [Block(Method.STORED, 10, payload_size=10),
+                                               Block(Method.MODEL, 300, n_tokens=80),
+                                               Block(Method.LZMA, 7, payload_size=5)],
+                    ModelInfo("smollm2-135m", bytes(16), Arithmetic.EXACT, 2048, 16, 256))
+    golden = [p.read_bytes() for p in sorted(GOLDEN.glob("*.llmz"))]
+    return [pack(sample, [b"0123456789", b"lzma!"], [b"\xaa" * 12])] + golden
+
+
+def _refit_crc(blob: bytes) -> bytes:
+    if len(blob) < 4:
+        return blob
+    return blob[:-4] + zlib.crc32(blob[:-4]).to_bytes(4, "little")
+
+
+@st.composite
+def mutated_archives(draw):
+    """A real archive with bytes flipped, set, cut out, inserted or appended, or a second
+    member added; then, often, its CRC recomputed as a crafter would."""
+    blob = bytearray(draw(st.sampled_from(_base_archives())))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "set", "cut", "insert", "truncate", "append",
+                                   "member"]))
+        at = draw(st.integers(0, max(len(blob) - 1, 0)))
+        if op == "flip" and blob:
+            blob[at] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and blob:
+            blob[at] = draw(st.integers(0, 255))
+        elif op == "cut":
+            del blob[at:at + draw(st.integers(1, 8))]
+        elif op == "insert":
+            blob[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "truncate":
+            del blob[at:]
+        elif op == "append":
+            blob += draw(st.binary(min_size=1, max_size=8))
+        else:
+            blob += draw(st.sampled_from(_base_archives()))
+    blob = bytes(blob)
+    return _refit_crc(blob) if draw(st.booleans()) else blob
+
+
+def _read_every_way(blob: bytes) -> None:
+    """unpack, describe and split_members either succeed or raise CorruptArchiveError; what
+    unpack accepts is within the limits."""
+    try:
+        header, payloads, streams = unpack(blob)
+    except CorruptArchiveError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert _acceptable(header, payloads, streams)
+    for read in (describe, split_members):
+        try:
+            read(blob)
+        except CorruptArchiveError as exc:
+            assert "\n" not in str(exc)
+
+
+@quick
+@given(st.binary(max_size=300))
+def test_random_bytes_only_raise_corrupt_archive_error(blob):
+    _read_every_way(blob)
+
+
+@quick
+@given(st.binary(max_size=300))
+def test_random_bytes_after_the_magic_only_raise_corrupt_archive_error(tail):
+    _read_every_way(_refit_crc(b"LLMZ\x01" + tail))
+
+
+@quick
+@given(mutated_archives())
+def test_mutated_archives_only_raise_corrupt_archive_error(blob):
+    _read_every_way(blob)
+
+
+@quick
+@given(archives())
+def test_crafted_header_is_accepted_exactly_when_within_the_limits(archive):
+    header, payloads, streams = archive
+    blob = pack(header, payloads, streams)
+    if _acceptable(header, payloads, streams):
+        got_header, got_payloads, got_streams = unpack(blob)
+        assert got_header == header and got_streams == streams
+        assert b"".join(got_payloads) == b"".join(payloads)  # cut where the header says
+        assert split_members(blob + blob) == [blob, blob]
+    else:
+        with pytest.raises(CorruptArchiveError):
+            unpack(blob)
+        with pytest.raises(CorruptArchiveError):
+            split_members(blob)
+
+
+# --- command level: decoding with a real model ends in an exit code and one line -----------
+
+@pytest.fixture(scope="module")
+def tiny_archive() -> bytes:
+    """An archive of a few model-coded blocks, made (and the model loaded) once."""
+    result = CliRunner().invoke(main, ["compress", "-c", "-q", "-m", TINY_LLAMA,
+                                       "--segment-tokens", "16", "--group-size", "2", "-"],
+                                input=corpus_file("alice29.txt")[2000:2400])
+    assert result.exit_code == 0, result.stderr
+    assert len(unpack(result.stdout_bytes)[2]) >= 2  # model-coded, in two streams or more
+    return result.stdout_bytes
+
+
+@pytest.fixture(autouse=True, scope="module")
+def torch_threads_restored():
+    """Float archives set torch's thread count in this process; put it back."""
+    import torch
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _decode_in_process(blob: bytes) -> tuple[int, str]:
+    """Exit code and the line on standard error of `llmzip decompress -m TINY -c -q -`
+    (with the model given, so that crafted archives reach the decoder; an archive's own
+    model name is tested in test_cli)."""
+    result = CliRunner().invoke(main, ["decompress", "-m", TINY_LLAMA, "-c", "-q", "-"],
+                                input=blob)
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        repr(result.exception)  # anything else would have been a traceback
+    lines = result.stderr.splitlines()
+    assert result.exit_code in (0, 1, 2), result.stderr
+    if result.exit_code == 0:
+        assert lines == []
+        return 0, ""
+    assert len(lines) == 1 and lines[0].startswith("llmzip: "), result.stderr
+    return result.exit_code, lines[0]
+
+
+def _with_real_model(tiny_archive: bytes, archive, real_fingerprint: bool) -> bytes:
+    """The drawn archive, with the tiny model's real fingerprint if asked (so that decoding
+    really runs) and its real streams where the drawn ones are empty."""
+    header, payloads, streams = archive
+    real_header, _, real_streams = unpack(tiny_archive)
+    if header.model is not None and header.model.name == TINY_LLAMA and real_fingerprint:
+        header.model = dataclasses.replace(header.model,
+                                           fingerprint=real_header.model.fingerprint)
+    streams = [s or real_streams[i % len(real_streams)] for i, s in enumerate(streams)]
+    return pack(header, payloads, streams)
+
+
+def _edited(tiny_archive: bytes, **fields) -> bytes:
+    header, payloads, streams = unpack(tiny_archive)
+    header.model = dataclasses.replace(header.model, **fields)
+    return pack(header, payloads, streams)
+
+
+@decoding
+@given(archives(small=True), st.booleans())
+def test_crafted_archives_decode_to_an_exit_code_and_one_line(tiny_archive, archive,
+                                                              real_fingerprint):
+    _decode_in_process(_with_real_model(tiny_archive, archive, real_fingerprint))
+
+
+@decoding
+@given(st.data())
+def test_mutated_real_archives_decode_to_an_exit_code_and_one_line(tiny_archive, data):
+    blob = bytearray(tiny_archive)
+    for _ in range(data.draw(st.integers(1, 3))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    _decode_in_process(_refit_crc(bytes(blob)))  # flips may cancel: exit 0 is fine too
+
+
+@decoding
+@given(archives(small=True), st.booleans())
+@example(archive={"bucket_size": 3}, real_fingerprint=True)
+@example(archive={"name": "~nosuchuser/x"}, real_fingerprint=True)
+@example(archive={"name": "a/" * 100}, real_fingerprint=True)
+def test_no_archive_reaches_an_internal_error(tiny_archive, archive, real_fingerprint):
+    blob = _edited(tiny_archive, **archive) if isinstance(archive, dict) \
+        else _with_real_model(tiny_archive, archive, real_fingerprint)
+    _, line = _decode_in_process(blob)
+    assert "internal error" not in line, line
