@@ -16,6 +16,14 @@ import os
 # step of 12 ms took 0.4 s). 2^4 cycles lets them sleep at once. OpenBLAS reads this when
 # numpy is first imported, so it only helps where llmzip is imported first (the CLI is).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# Likewise numba's OpenMP threads spin ~300,000 rounds after each parallel loop, into the
+# next BLAS call's time: 10,000 made the encoder 17% faster and the decoder no slower.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# Under `accelerate launch` or torchrun the processes of one machine share its cores.
+if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":
+    _per_process = str(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
+    for _name in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_name, _per_process)
 
 from .codec import Codec, CompressStats  # noqa: E402
 from .errors import (CorruptArchiveError, LlmzipError, ModelMismatchError,  # noqa: E402

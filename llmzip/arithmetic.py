@@ -223,64 +223,47 @@ def quantize_queries(x, q, scale):
 # --- attention weights -------------------------------------------------------------------
 
 @njit(inline="always")
-def attention_weights(logits, table, w):
-    """w = table[round(max - logit)] for each logit (in 1/256 nat steps); returns their sum.
+def fold_weights(logits, v_scale, table, folded):
+    """One query's attention: logits (n,) in 1/256-nat steps -> integer weights `folded`
+    for int8 values on scales v_scale (n,); returns the output's scale, so that the
+    attention output is (folded . values) * scale. Overwrites logits.
 
-    Integers up to 2^18 whose sum is exact; gaps past the table weigh 0."""
+    w_t = table[round(max - logit_t)] are integers up to 2^18 with an exact sum W; the
+    folded weights round((w_t * (2^16 / W / max vs)) * vs_t) sum to at most 2^16 + n/2,
+    so folded . values is exact in int32 and in float32 (below 2^24)."""
     top = -math.inf
     for v in logits:
         top = max(top, v)
     last = table.shape[0] - 1.0
-    total = 0.0
+    total = top_vs = 0.0
     for t in range(logits.shape[0]):
         weight = table[int(np.round(min(top - logits[t], last)))]
-        w[t] = weight
+        logits[t] = weight
         total += weight
-    return total
-
-
-@njit(inline="always")
-def fold_value_scales(w, total, ratio, folded):
-    """Weights scaled to sum to 2^16, each times its value's scale relative to the
-    largest (ratio), rounded: integers whose sum stays below 2^16 + n/2, so the product
-    with int8 values is exact in int32 and float32. The output is then
-    (folded . values) * largest value scale / 2^16."""
-    f = WEIGHT_TOTAL / total
-    for t in range(w.shape[0]):
-        folded[t] = np.round((w[t] * f) * ratio[t])
-
-
-@njit(inline="always")
-def value_ratios(vs, ratio):
-    """Each value's scale over the largest (0 where all values are zero); returns the largest."""
-    top = 0.0
-    for v in vs:
-        top = max(top, v)
-    for t in range(vs.shape[0]):
-        ratio[t] = vs[t] / top if top > 0 else 0.0
-    return top
+        top_vs = max(top_vs, v_scale[t])
+    factor = (WEIGHT_TOTAL / total) / top_vs if top_vs > 0 else 0.0
+    for t in range(logits.shape[0]):
+        folded[t] = np.round((logits[t] * factor) * v_scale[t])
+    return top_vs / WEIGHT_TOTAL
 
 
 @njit(parallel=True, cache=True)
-def fold_score_block(scores, q_scale, q_pos, k_scale, v_scale, k_pos0, window, q_factor,
-                     table, folded, top_value_scale):
-    """Encoder: integer scores (R, Tk) of R queries against the keys at positions
-    k_pos0.. become folded weights (R, Tk), 0 outside each query's causal (and windowed)
-    span, and each query's largest value scale (R,). The per-query rules are the ones the
-    decoder's `kernels.attend_cached` applies."""
+def fold_score_block(scores, q_scale, q_pos, k_factor, v_scale, k_pos0, window, table,
+                     folded, out_scale):
+    """Encoder: integer scores (R, Tk) of R queries against the keys at positions k_pos0..
+    become folded weights (R, Tk), 0 outside each query's causal (and windowed) span, with
+    each query's output scale (R,). k_factor: each key's scale times the logit factor.
+    The per-query rules are the decoder's (`kernels.attend_cached`): `fold_weights`."""
     for r in prange(scores.shape[0]):
         p = q_pos[r]
         lo = max(0, p - window + 1 - k_pos0) if window > 0 else 0
         hi = p - k_pos0 + 1
         logits = np.empty(hi - lo)
         for t in range(lo, hi):
-            logits[t - lo] = scores[r, t] * ((q_scale[r] * k_scale[t]) * q_factor)
-        w = np.empty(hi - lo)
-        total = attention_weights(logits, table, w)
-        ratio = np.empty(hi - lo)
-        top_value_scale[r] = value_ratios(v_scale[lo:hi], ratio)
-        folded[r, :] = 0
-        fold_value_scales(w, total, ratio, folded[r, lo:hi])
+            logits[t - lo] = scores[r, t] * (q_scale[r] * k_factor[t])
+        folded[r, :lo] = 0
+        folded[r, hi:] = 0
+        out_scale[r] = fold_weights(logits, v_scale[lo:hi], table, folded[r, lo:hi])
 
 
 # --- the vocabulary ----------------------------------------------------------------------

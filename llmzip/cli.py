@@ -71,6 +71,13 @@ def _errors_to_exit_codes():
         raise _Fail(f"internal error: {type(exc).__name__}: {exc} (please report)", 1) from None
 
 
+def _team_prefix() -> str:
+    """'process 1 of 2: ' under a launcher that started several (which stops them all when
+    one fails, and names the one that failed), else nothing."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    return f"process {os.environ.get('RANK', '?')} of {size}: " if size > 1 else ""
+
+
 def _usage_line(exc: click.UsageError) -> str:
     """click's usage error as one line; exit code 2 is kept for archives that are bad."""
     hint = f"; see '{exc.ctx.command_path} -h'" if exc.ctx is not None else ""
@@ -144,7 +151,7 @@ class _Llmzip(click.Group):
             try:
                 return super().main(*args, **kwargs)
             except _Interrupted as exc:
-                _Fail("interrupted").show()
+                _Fail(_team_prefix() + "interrupted").show()
                 sys.exit(128 + exc.signum)
 
     def parse_args(self, ctx, args):
@@ -308,7 +315,7 @@ _common = [
     click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file."),
     click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output."),
     click.option("-f", "--force", is_flag=True, help="Overwrite existing files."),
-    click.option("--threads", type=click.IntRange(1), help="Torch threads (default: all cores)."),
+    click.option("--threads", type=click.IntRange(1), help="Threads (default: all cores)."),
     click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
     click.option("-v", "--verbose", is_flag=True, help="Print details."),
 ]
@@ -326,9 +333,45 @@ def main():
     """Lossless compression with a language model and a range coder."""
 
 
+_device = click.option("--device", default="cpu", show_default=True,
+                       help="Where the matrix products run: cpu, cuda, cuda:N or auto "
+                       "(archives are the same bytes on any device).")
+_recursive = click.option("-r", "--recursive", is_flag=True,
+                          help="Take the files in directories, recursively (as gzip -r).")
+
+
+class _Team:
+    """The processes of this run (`accelerate launch` starts several; see docs/DISTRIBUTED.md):
+    a codec for the files they share, one for the files this process codes alone."""
+
+    def __init__(self, make_codec):
+        from .distributed import Team, join
+        self.team = join()
+        self.shared, self.alone = make_codec(self.team), make_codec(Team())
+
+    def jobs(self, names, one_stream: bool):
+        from .jobs import plan
+        return [j for j in plan(names, self.team.size, one_stream) if j.mine(self.team.rank)]
+
+    def codec(self, job):
+        from .jobs import SHARED
+        return self.shared if job.owner == SHARED else self.alone
+
+    def writer(self, job) -> bool:
+        return job.writer(self.team.rank)
+
+    def check_target(self, job, target, force) -> None:
+        """Before any work; for a shared file every process learns the writer's verdict."""
+        from .jobs import SHARED
+        check = (lambda: _check_target(job.name, target, force) if self.writer(job) else None)
+        self.team.agree(check) if job.owner == SHARED else check()
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @_with_common
+@_recursive
+@_device
 @click.option("-m", "--model", default=None, help="Preset, .gguf file, model directory or "
               "cached Hugging Face id (default: smollm2-135m).")
 @click.option("--arithmetic", type=click.Choice(["exact", "float"]), default=None,
@@ -338,27 +381,32 @@ def main():
               help="Longest context; longer compresses better, decodes slower.")
 @click.option("--group-size", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Segments decoded side by side (decoder memory with the default model: "
-              "~90 MB per segment per 1,000 tokens).")
-def compress(files, output, to_stdout, force, threads, quiet, verbose, model, arithmetic,
-             segment_tokens, group_size):
+              "~13 MB per segment per 1,000 tokens).")
+def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive, device, model,
+             arithmetic, segment_tokens, group_size):
     """Compress FILES to FILE.llmz (- reads standard input).
 
     With -c, the archives go to standard output back to back, as gzip's members do: that
     stream decompresses to the files' contents, in order."""
     from .codec import Codec
-    codec = Codec(model, arithmetic=arithmetic, threads=threads, segment_tokens=segment_tokens,
-                  group_size=group_size)
-    for name, target in _targets(files, output, to_stdout, _archive_name):
-        _check_target(name, target, force)
-        data = _read_input(name)
-        bar = _ProgressBar("compress", _show_progress(quiet), bytes_per_token=3.6)
+    from .jobs import expand
+    run = _Team(lambda team: Codec(model, team, arithmetic=arithmetic, threads=threads,
+                                   segment_tokens=segment_tokens, group_size=group_size,
+                                   device=device))
+    names = expand(files, recursive, lambda p: not p.name.endswith(SUFFIX))
+    targets = dict(_targets(names, output, to_stdout, _archive_name))
+    for job in run.jobs(names, one_stream=to_stdout or bool(output)):
+        run.check_target(job, targets[job.name], force)
+        data = _read_input(job.name)
+        bar = _ProgressBar("compress", _show_progress(quiet) and run.writer(job), 3.6)
         try:
-            archive, stats = codec.compress_with_stats(data, progress=bar)
+            archive, stats = run.codec(job).compress_with_stats(data, progress=bar)
         finally:
             bar.close()
-        _emit(archive, name, target, force, binary=True)
-        if not quiet:
-            click.echo(_compress_summary(name, stats, verbose), err=True)
+        if run.writer(job):
+            _emit(archive, job.name, targets[job.name], force, binary=True)
+            if not quiet:
+                click.echo(_compress_summary(job.name, stats, verbose), err=True)
 
 
 def _compress_summary(name: str, s, verbose: bool) -> str:
@@ -377,9 +425,9 @@ def _compress_summary(name: str, s, verbose: bool) -> str:
     return line
 
 
-def _decompress_one(name: str, codec, quiet: bool) -> tuple[bytes, float]:
+def _decompress_one(name: str, codec, show: bool) -> tuple[bytes | None, float]:
     blob = _read_input(name)
-    bar = _ProgressBar("decompress", _show_progress(quiet))
+    bar = _ProgressBar("decompress", show)
     started = time.perf_counter()
     try:
         data = codec.decompress(blob, progress=bar)
@@ -390,42 +438,68 @@ def _decompress_one(name: str, codec, quiet: bool) -> tuple[bytes, float]:
     return data, time.perf_counter() - started
 
 
+_decoding = [
+    click.option("-m", "--model", default=None, help="Use this model instead of the one the "
+                 "archive names (it must have the same fingerprint)."),
+    click.option("--batch", type=click.IntRange(1), default=None,
+                 help="Exact archives: at most this many segments decoded side by side "
+                 "(fewer: less memory; any value decodes the same)."),
+    click.option("--memory", type=click.IntRange(1), default=None, metavar="MB",
+                 help="Most memory for the decoder's key/value caches (default 1024)."),
+    _recursive, _device]
+
+
+def _with_decoding(func):
+    for option in reversed(_decoding):
+        func = option(func)
+    return func
+
+
+def _decoders(model, threads, batch, memory, device) -> _Team:
+    from .codec import Codec
+    return _Team(lambda team: Codec(model, team, threads=threads, decode_batch=batch,
+                                    decode_memory_mb=memory, device=device))
+
+
+def _archives(files, recursive) -> list[str]:
+    from .jobs import expand
+    return expand(files, recursive, lambda p: p.name.endswith(SUFFIX))
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @_with_common
-@click.option("-m", "--model", default=None, help="Use this model instead of the one the "
-              "archive names (it must have the same fingerprint).")
-@click.option("--batch", type=click.IntRange(1), default=None,
-              help="Exact archives: at most this many segments decoded side by side (fewer: "
-              "less memory; any value decodes the same).")
-def decompress(files, output, to_stdout, force, threads, quiet, verbose, model, batch):
+@_with_decoding
+def decompress(files, output, to_stdout, force, threads, quiet, verbose, model, batch, memory,
+               recursive, device):
     """Decompress FILE.llmz to FILE, checking its checksum."""
-    from .codec import Codec
-    codec = Codec(model, threads=threads, decode_batch=batch)
-    for name, target in _targets(files, output, to_stdout, _original_name):
-        _check_target(name, target, force)
-        data, elapsed = _decompress_one(name, codec, quiet)
-        _emit(data, name, target, force, binary=False)
-        if not quiet:
-            click.echo(f"{name}: {len(data):,} bytes restored in {_duration(elapsed)}, "
-                       "checksum OK", err=True)
+    run = _decoders(model, threads, batch, memory, device)
+    names = _archives(files, recursive)
+    targets = dict(_targets(names, output, to_stdout, _original_name))
+    for job in run.jobs(names, one_stream=to_stdout or bool(output)):
+        run.check_target(job, targets[job.name], force)
+        data, elapsed = _decompress_one(job.name, run.codec(job),
+                                        _show_progress(quiet) and run.writer(job))
+        if run.writer(job):
+            _emit(data, job.name, targets[job.name], force, binary=False)
+            if not quiet:
+                click.echo(f"{job.name}: {len(data):,} bytes restored in {_duration(elapsed)}, "
+                           "checksum OK", err=True)
 
 
 @main.command(name="test")
 @click.argument("files", nargs=-1, required=True)
-@click.option("-m", "--model", default=None, help="Model to use instead of the archive's.")
-@click.option("--threads", type=click.IntRange(1), help="Torch threads.")
-@click.option("--batch", type=click.IntRange(1), default=None,
-              help="At most this many segments decoded side by side.")
+@click.option("--threads", type=click.IntRange(1), help="Threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def test_command(files, model, threads, batch, quiet):
+@_with_decoding
+def test_command(files, threads, quiet, model, batch, memory, recursive, device):
     """Decode FILES and verify them without writing anything."""
-    from .codec import Codec
-    codec = Codec(model, threads=threads, decode_batch=batch)
-    for name in files:
-        data, elapsed = _decompress_one(name, codec, quiet)
-        if not quiet:
-            click.echo(f"{name}: OK ({len(data):,} bytes, {_duration(elapsed)})", err=True)
+    run = _decoders(model, threads, batch, memory, device)
+    for job in run.jobs(_archives(files, recursive), one_stream=False):
+        data, elapsed = _decompress_one(job.name, run.codec(job),
+                                        _show_progress(quiet) and run.writer(job))
+        if run.writer(job) and not quiet:
+            click.echo(f"{job.name}: OK ({len(data):,} bytes, {_duration(elapsed)})", err=True)
 
 
 @main.command()
@@ -493,7 +567,7 @@ def models(as_json):
               show_default=True, help="Table format on standard output.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also draw a PNG chart here.")
 @click.option("--max-bytes", type=click.IntRange(1), help="Measure only each file's first N bytes.")
-@click.option("--threads", type=click.IntRange(1), help="Torch threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1), help="Threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on standard error.")
 def bench(files, models, fmt, plot, max_bytes, threads, quiet):
     """Compare llmzip with gzip, bzip2, xz, zstd and brotli on FILES (real round trips)."""
@@ -546,7 +620,7 @@ class _BenchProgress:
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing page.")
 @click.option("-m", "--model", default=None, help="Model (default: smollm2-135m).")
 @click.option("--max-bytes", type=click.IntRange(1), help="Explain only the first N bytes.")
-@click.option("--threads", type=click.IntRange(1), help="Torch threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1), help="Threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def explain(file, output, force, model, max_bytes, threads, quiet):
     """Write an HTML page showing what every token of FILE cost."""

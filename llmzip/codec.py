@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import lockstep
+from . import modelcoding
 from . import segments as seg
-from .coder import CoderRows, StreamDecoder, TwoLevel, default_bucket_size, encode_group
-from .container import (Arithmetic, Header, Method, ModelInfo, check_bucket_size,
-                        decompress_members, pack, unpack)
+from .coder import default_bucket_size
+from .container import (Arithmetic, Header, Method, ModelInfo, check_bucket_size, pack,
+                        split_members, unpack)
 from .errors import CorruptArchiveError, LlmzipError, ModelMismatchError
 from .settings import Machine, Settings
 
@@ -90,10 +90,6 @@ class CompressStats:
         return self.n_tokens / coding_s if coding_s > 0 else 0.0
 
 
-def _groups(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
 class Codec:
     """Compresses and decompresses with one model and settings.
 
@@ -101,23 +97,35 @@ class Codec:
     block, never loads one) and stays loaded in the process (`engine.open_engine`), so the
     one-shot `llmzip.compress`/`decompress` pay the load once."""
 
-    def __init__(self, model: str | None = None, **options):
+    def __init__(self, model: str | None = None, team=None, **options):
         """options: `Settings` fields (what the archive records) and `Machine` fields (how
-        this machine runs; never changes an archive)."""
+        this machine runs; never changes an archive). team: the processes sharing the work
+        (default: those `accelerate launch` started, else this one alone)."""
+        from .distributed import join
         self.settings, self.machine = Settings.split(model, options)
+        self.team = team or join()
         self.load_s = 0.0
 
     def _engine(self, name: str, arithmetic: Arithmetic | None, from_archive: bool = False):
         from .engine import open_engine
         started = time.perf_counter()
         try:
-            return open_engine(name, arithmetic, from_archive)
+            engine, model = open_engine(name, arithmetic, from_archive)
+            if hasattr(engine, "place"):
+                engine.place(self.machine.device)
+            return engine, model
         finally:
             self.load_s += time.perf_counter() - started
 
-    def load(self) -> "Codec":
-        """Load the model and engine now, so that timings that follow measure coding alone."""
-        self._engine(self.settings.model_name, self.settings.arithmetic_enum())
+    def load(self, archive: bytes | None = None) -> "Codec":
+        """Load the model and engine now (those an archive needs, if given), so that the
+        timings that follow measure coding alone."""
+        info = unpack(archive)[0].model if archive is not None else None
+        if info is None and archive is None:
+            self._engine(self.settings.model_name, self.settings.arithmetic_enum())
+        elif info is not None:
+            self._engine(self.settings.model or info.name, info.arithmetic,
+                         from_archive=self.settings.model is None)
         return self
 
     def tokenizer(self):
@@ -129,43 +137,43 @@ class Codec:
         return self.compress_with_stats(data, progress)[0]
 
     def compress_with_stats(self, data: bytes, progress=None, observe=None
-                            ) -> tuple[bytes, CompressStats]:
+                            ) -> tuple[bytes | None, CompressStats | None]:
         """Archive bytes and what was measured. progress(done_tokens, total_tokens, bits);
-        observe(segment_start, freqs) sees every frequency table coded (for `explain`)."""
+        observe(segment_start, freqs) sees every frequency table coded (for `explain`).
+        In a team of processes, every one codes a share and process 0 alone gets the
+        archive (the others get None, None)."""
         started, loading_before = time.perf_counter(), self.load_s
         data = bytes(data)
-        segments, rows, engine = self._model_rows(data, progress, observe)
-        coded = seg.model_coded(segments, {i: float(r.xent_bits.sum()) for i, r in rows.items()})
-        blocks, payloads = seg.classical_blocks(segments, coded)
-        streams = [encode_group([rows[i] for i in group])
-                   for group in _groups(sorted(coded), self.settings.group_size)]
-        info = self._model_info(engine) if coded else None
-        archive = pack(Header(len(data), content_checksum(data), blocks, info), payloads, streams)
+        segments, coded, engine = self._model_coding(data, progress, observe)
+        if coded is None:
+            return None, None
+        blocks, payloads = seg.classical_blocks(segments, set(coded.bits))
+        info = self._model_info(engine) if coded.bits else None
+        archive = pack(Header(len(data), content_checksum(data), blocks, info), payloads,
+                       coded.streams)
         stats = CompressStats(
-            len(data), len(archive), 8 * sum(map(len, streams)),
-            [SegmentCost(segments[i].start, segments[i].ids, rows[i].xent_bits)
-             for i in sorted(coded)], _block_bytes(blocks),
-            info.name if info else "", info.arithmetic.label if info else "",
-            time.perf_counter() - started, self.load_s - loading_before)
+            len(data), len(archive), 8 * sum(map(len, coded.streams)),
+            [SegmentCost(segments[i].start, segments[i].ids, coded.bits[i])
+             for i in sorted(coded.bits)], _block_bytes(blocks), info.name if info else "",
+            info.arithmetic.label if info else "", time.perf_counter() - started,
+            self.load_s - loading_before)
         return archive, stats
 
-    def _model_rows(self, data: bytes, progress, observe):
-        """The file's segments, the coder rows of every candidate, and the engine."""
+    def _model_coding(self, data: bytes, progress, observe):
+        """The file's segments, what the model coded (None off process 0), the engine."""
         s = self.settings
         if not data or not seg.has_text(data):
-            return [seg.Segment(0, data, (), False)] if data else [], {}, None
+            return [seg.Segment(0, data, (), False)] if data else [], modelcoding.Coded({}, []), None
         engine, model = self._engine(s.model_name, s.arithmetic_enum())
         segments = seg.cut(data, model.tokenizer, s.segment_tokens)
         candidates = [i for i, x in enumerate(segments) if x.candidate]
         if not candidates:
-            return segments, {}, engine
+            return segments, modelcoding.Coded({}, []), engine
         self.machine.apply_threads()
-        two_level = TwoLevel(engine.vocab_size, default_bucket_size(engine.vocab_size))
-        tracker = lockstep.Progress(progress, sum(len(segments[i].ids) for i in candidates))
-        encode = _encode_full if engine.full_forward and s.encoder == "full" else _encode_stepped
-        rows = encode(engine, two_level, [segments[i] for i in candidates], s.group_size,
-                      tracker, observe)
-        return segments, dict(zip(candidates, rows)), engine
+        coded = modelcoding.encode(engine, segments, candidates, s.group_size,
+                                   engine.full_forward and s.encoder == "full", self.team,
+                                   progress, observe)
+        return segments, coded, engine
 
     def _model_info(self, engine) -> ModelInfo:
         s, exact = self.settings, engine.arithmetic != Arithmetic.FLOAT
@@ -176,17 +184,20 @@ class Codec:
 
     # --- decompression ---------------------------------------------------------------------
 
-    def decompress(self, blob: bytes, progress=None) -> bytes:
+    def decompress(self, blob: bytes, progress=None) -> bytes | None:
         """The original bytes, after checking every size and the content checksum; a file
-        of archives back to back (`compress -c a b`) gives their outputs in order."""
-        return decompress_members(bytes(blob), lambda member: self._decompress_one(member, progress))
+        of archives back to back (`compress -c a b`) gives their outputs in order. In a
+        team of processes, process 0 alone gets them (the others get None)."""
+        parts = [self._decompress_one(member, progress) for member in split_members(bytes(blob))]
+        return None if None in parts else b"".join(parts)
 
-    def _decompress_one(self, blob: bytes, progress) -> bytes:
+    def _decompress_one(self, blob: bytes, progress) -> bytes | None:
         header, payloads, streams = unpack(blob)
-        model_parts = iter(self._decode_model_blocks(header, streams, progress)
-                           if header.model_blocks() else [])
-        payload_parts = iter(payloads)
-        out = []
+        model_parts = self._decode_model_blocks(header, streams, progress) \
+            if header.model_blocks() else []
+        if model_parts is None:  # another process of the team assembles the output
+            return None
+        model_parts, payload_parts, out = iter(model_parts), iter(payloads), []
         for block in header.blocks:
             if block.method == Method.MODEL:
                 out.append(next(model_parts))
@@ -199,7 +210,7 @@ class Codec:
             raise CorruptArchiveError(_checksum_failure(header))
         return data
 
-    def _decode_model_blocks(self, header: Header, streams, progress) -> list[bytes]:
+    def _decode_model_blocks(self, header: Header, streams, progress) -> list[bytes] | None:
         info = header.model
         name = self.settings.model or info.name
         if info.arithmetic == Arithmetic.FLOAT:
@@ -211,87 +222,13 @@ class Codec:
                 f"{info.arithmetic.label} arithmetic) but '{name}' is "
                 f"{engine.fingerprint().hex()[:12]}; decompress with --model {info.name}")
         check_bucket_size(info.bucket_size, engine.vocab_size)
-        blocks = header.model_blocks()
-        groups = list(zip(_groups(blocks, info.group_size), streams))
-        tracker = lockstep.Progress(progress, sum(b.n_tokens for b in blocks))
-        two_level = TwoLevel(engine.vocab_size, info.bucket_size)
-        tuner = self.machine.tuner() if engine.arithmetic == Arithmetic.EXACT_V3 else None
-        out = []
-        for wave in self.machine.waves(groups, engine):
-            ids = _decode_wave(engine, two_level, wave, model.tokenizer, tracker, tuner)
-            for block, block_ids in zip([b for group, _ in wave for b in group], ids):
-                raw = model.tokenizer.decode(block_ids)
-                if len(raw) != block.raw_size:
-                    raise CorruptArchiveError(_checksum_failure(header))
-                out.append(raw)
-        return out
-
-
-def _encode_full(engine, two_level, segments, group_size, tracker, observe) -> list[CoderRows]:
-    """Exact arithmetic: one full-sequence forward per segment, in chunks of positions."""
-    out = []
-    for segment in segments:
-        parts, pos = [], 0
-        for freqs in engine.full_tables(list(segment.ids)):
-            parts.append(two_level.split(freqs, np.asarray(segment.ids[pos:pos + len(freqs)])))
-            if observe:
-                observe(segment.start, freqs)
-            pos += len(freqs)
-            tracker.tick(len(freqs), float(parts[-1].xent_bits.sum()))
-        out.append(CoderRows.concat(parts))
-    return out
-
-
-def _encode_stepped(engine, two_level, segments, group_size, tracker, observe) -> list[CoderRows]:
-    """The decoder's own KV-cached steps, group by group (the float engine's only way)."""
-    out = []
-    for group in _groups(segments, group_size):
-        parts = [[] for _ in group]
-
-        def known(t, freqs, active, group=group, parts=parts):
-            tokens = np.array([group[i].ids[t] for i in active])
-            rows = two_level.split(freqs, tokens)
-            for j, i in enumerate(active):
-                parts[i].append(rows.take(j))
-                if observe:
-                    observe(group[i].start, freqs[j:j + 1])
-            tracker.tick(0, float(rows.xent_bits.sum()))
-            return tokens
-
-        lockstep.run(engine, [len(x.ids) for x in group], known, tracker)
-        out += [CoderRows.concat(p) for p in parts]
-    return out
-
-
-def _decode_wave(engine, two_level, wave, tokenizer, tracker, tuner) -> list[list[int]]:
-    """Token ids of every block of a wave of groups (in group, then block order): each
-    group's stream decodes its active blocks, in block order, at every step. A block whose
-    tokens spell more bytes than it declares stops the decoding at once."""
-    blocks = [b for group, _ in wave for b in group]
-    group_of = [g for g, (group, _) in enumerate(wave) for _ in group]
-    decoders = [StreamDecoder(stream, two_level) for _, stream in wave]
-    ids: list[list[int]] = [[] for _ in blocks]
-    token_bytes = tokenizer.byte_lengths()
-    spelled = np.zeros(len(blocks), np.int64)
-    declared = np.array([b.raw_size for b in blocks])
-
-    def decoded(t, freqs, active):
-        tokens = np.empty(len(active), np.int64)
-        for g, decoder in enumerate(decoders):
-            mine = sorted((j for j, i in enumerate(active) if group_of[i] == g),
-                          key=lambda j: active[j])  # the encoder's order: block order
-            if mine:
-                tokens[mine] = decoder.decode(freqs[mine])
-        spelled[active] += token_bytes[tokens]
-        if (spelled[active] > declared[active]).any():
-            raise CorruptArchiveError("a block decodes to more bytes than it declares "
-                                      "(archive damaged, or another model)")
-        for i, token in zip(active, tokens.tolist()):
-            ids[i].append(token)
-        return tokens
-
-    lockstep.run(engine, [b.n_tokens for b in blocks], decoded, tracker, tuner)
-    return ids
+        try:
+            return modelcoding.decode(engine, info, header.model_blocks(), streams,
+                                      model.tokenizer, self.machine, self.team, progress)
+        except CorruptArchiveError:
+            if info.arithmetic == Arithmetic.FLOAT:  # most likely another machine's floats
+                raise CorruptArchiveError(_checksum_failure(header)) from None
+            raise
 
 
 def _block_bytes(blocks) -> dict:

@@ -24,7 +24,7 @@ from .errors import CorruptArchiveError
 
 __all__ = [
     "MAGIC", "FORMAT_VERSION", "Method", "Arithmetic", "ModelInfo", "Block", "Header",
-    "pack", "unpack", "describe", "split_members", "decompress_members", "check_bucket_size",
+    "pack", "unpack", "describe", "split_members", "check_bucket_size",
     "MAX_SEGMENT_TOKENS", "MAX_GROUP_SIZE", "MAX_BUCKET_SIZE", "MAX_BUCKETS", "MAX_THREADS",
     "MAX_TOKENS_PER_BYTE",
 ]
@@ -436,15 +436,6 @@ def _raise_member_error(blob: bytes, pos: int, n_before: int) -> None:
         raise CorruptArchiveError(f"archive member {n_before + 1} (at byte {pos}): {exc}") \
             from None
     raise CorruptArchiveError(f"archive member {n_before + 1} (at byte {pos}) is damaged")
-
-
-def decompress_members(blob: bytes, decode_one) -> bytes:
-    """What a file of archives back to back decodes to: each member's output, in order.
-
-    `decode_one(member) -> bytes` decodes one archive (Codec.decompress's single-archive
-    body); so a codec reads `compress -c a b > x` as gzip reads concatenated members.
-    """
-    return b"".join(decode_one(member) for member in split_members(blob))
 
 
 def describe(blob: bytes) -> dict:

@@ -52,6 +52,18 @@ class Engine(Protocol):
         """Frequencies for every position of a segment, in chunks (where full_forward)."""
 
 
+def _keep_large_allocations() -> None:
+    """Keep freed large blocks in glibc's heap: the encoder's fresh 10-100 MB temporaries
+    otherwise cost page faults that take longer than the arithmetic on them. Speed only."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def _fingerprint(digest: bytes, model) -> bytes:
     """A network's digest, the token table and the context-start id: BLAKE2b-128."""
     h = hashlib.blake2b(digest, digest_size=16)
@@ -69,21 +81,30 @@ class ExactEngine:
 
     def __init__(self, model):
         from .network import Stepper as ExactStepper
+        _keep_large_allocations()
         self._stepper_class = ExactStepper
         self.net, digest = model.exact_network()
         self.vocab_size = self.net.vocab_size
         self.context_start_id = model.context_start_id
         self._fingerprint = _fingerprint(digest, model)
+        self.device = None  # products on the CPU (numpy BLAS, numba)
+
+    def place(self, device: str) -> None:
+        """Run the matrix products on a torch device ('cuda', 'auto', 'cpu'...): the same
+        integers anywhere (`device`)."""
+        from .device import DeviceProducts, resolve_device
+        resolved = resolve_device(device)
+        self.device = DeviceProducts(resolved) if resolved else None
 
     def fingerprint(self) -> bytes:
         return self._fingerprint
 
     def full_tables(self, ids: list[int]) -> Iterator[np.ndarray]:
         inputs = np.array([self.context_start_id, *ids[:-1]], dtype=np.int64)
-        return self.net.full_tables(inputs)
+        return self.net.full_tables(inputs, self.device)
 
     def stepper(self, n_rows: int, max_len: int):
-        return self._stepper_class(self.net, n_rows, max_len)
+        return self._stepper_class(self.net, n_rows, max_len, self.device)
 
     def cache_bytes(self, n_rows: int, max_len: int) -> int:
         return self._stepper_class.cache_bytes(self.net, n_rows, max_len)

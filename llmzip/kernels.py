@@ -17,14 +17,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .arithmetic import WEIGHT_TOTAL, attention_weights, fold_value_scales, value_ratios
+from .arithmetic import fold_weights
 
 __all__ = ["products_blas", "products_int32", "attend_cached"]
 
 
 def products_blas(xq: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(M, K) float32 integers times (N, K) weights (int8, or already float32): (M, N)."""
-    return xq @ (w if w.dtype == np.float32 else w.astype(np.float32)).T
+    """(M, K) float32 integers times (N, K) int8 weights, or (K, N) float32 ones: (M, N)."""
+    if w.dtype != np.float32:
+        w = transposed_float32(w)
+    return xq @ w
+
+
+def transposed_float32(w: np.ndarray) -> np.ndarray:
+    """(N, K) weights as a C-ordered (K, N) float32 array, the layout OpenBLAS multiplies
+    fastest (measured: 72-77 GMAC/s against 57-73 for the transposed view)."""
+    return np.ascontiguousarray(w.T, dtype=np.float32)
 
 
 @njit(inline="always")
@@ -75,35 +83,54 @@ def products_int32(xq: np.ndarray, w8: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(inline="always")
+def _scores(q, keys_t, out):
+    """out[t] = q . keys_t[:, t] in int32, two channels a pass: with keys stored channel-
+    major (D, T) the loop runs along the keys, vectorized, with no horizontal sums
+    (measured: 32 GMAC/s against 17 for a dot product per key)."""
+    out[:] = 0
+    for d in range(0, keys_t.shape[0] - 1, 2):
+        qa, qb = np.int32(q[d]), np.int32(q[d + 1])
+        ka, kb = keys_t[d], keys_t[d + 1]
+        for t in range(out.shape[0]):
+            out[t] = np.int32(out[t] + qa * np.int32(ka[t]) + qb * np.int32(kb[t]))
+    if keys_t.shape[0] % 2:
+        d = keys_t.shape[0] - 1
+        qa, ka = np.int32(q[d]), keys_t[d]
+        for t in range(out.shape[0]):
+            out[t] = np.int32(out[t] + qa * np.int32(ka[t]))
+
+
 @njit(parallel=True, cache=True)
-def attend_cached(q, q_scale, keys, k_scale, values, v_scale, lo, hi, q_factor, table, out):
+def attend_cached(q, q_scale, keys_t, k_factor, values, v_scale, lo, hi, table, out):
     """Attention of each row's G query heads over its cached keys lo..hi (inclusive).
 
-    q (B, H, G, D) integers with q_scale (B, H, G); keys, values (B, H, T, D) int8 with
-    scales (B, H, T); out (B, H, G, D). The per-query rules are those of the encoder's
-    `arithmetic.fold_score_block`, the sums exact in int32."""
+    q (B, H, G, D) integers with q_scale (B, H, G); keys_t (B, H, D, T) int8, channel-
+    major, with k_factor (each key's scale times the logit factor) (B, H, T); values
+    (B, H, T, D) int8 with v_scale (B, H, T); out (B, H, G, D). The per-query rules are
+    the encoder's (`arithmetic.fold_score_block`): `fold_weights`; sums exact in int32."""
     n_rows, n_heads, n_groups, dim = q.shape
     n = hi - lo + 1
     for i in prange(n_rows * n_heads):
         b, h = i // n_heads, i % n_heads
-        key_rows, value_rows = keys[b, h, lo:hi + 1], values[b, h, lo:hi + 1]
-        logits = np.empty((n_groups, n))
-        for t in range(n):
-            for g in range(n_groups):
-                logits[g, t] = _dot(q[b, h, g], key_rows[t]) * (
-                    (q_scale[b, h, g] * k_scale[b, h, lo + t]) * q_factor)
-        ratio = np.empty(n)
-        top = value_ratios(v_scale[b, h, lo:hi + 1], ratio)
-        w = np.empty(n)
+        key_cols, value_rows = keys_t[b, h, :, lo:hi + 1], values[b, h, lo:hi + 1]
+        factors, v_scales = k_factor[b, h, lo:hi + 1], v_scale[b, h, lo:hi + 1]
+        scores = np.empty(n, np.int32)
+        logits = np.empty(n)
+        folded = np.empty((n_groups, n))
+        scales = np.empty(n_groups)
         for g in range(n_groups):
-            total = attention_weights(logits[g], table, w)
-            fold_value_scales(w, total, ratio, logits[g])  # folded weights replace logits
+            _scores(q[b, h, g], key_cols, scores)
+            qs = q_scale[b, h, g]
+            for t in range(n):
+                logits[t] = scores[t] * (qs * factors[t])
+            scales[g] = fold_weights(logits, v_scales, table, folded[g])
         acc = np.zeros((n_groups, dim), np.int32)
         for t in range(n):
             for g in range(n_groups):
-                weight = np.int32(logits[g, t])
+                weight = np.int32(folded[g, t])
                 for d in range(dim):
                     acc[g, d] = np.int32(acc[g, d] + weight * np.int32(value_rows[t, d]))
         for g in range(n_groups):
             for d in range(dim):
-                out[b, h, g, d] = (np.float64(acc[g, d]) * top) / WEIGHT_TOTAL
+                out[b, h, g, d] = np.float64(acc[g, d]) * scales[g]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import arithmetic as ar
-from .kernels import attend_cached, products_blas, products_int32
+from .kernels import attend_cached, products_blas, products_int32, transposed_float32
 from .tables import rope_table
 
 __all__ = ["ARCHITECTURES", "ExactNetwork", "Stepper", "quantize_checkpoint", "supports"]
@@ -34,6 +34,7 @@ ARCHITECTURES = {  # model_type -> what exact arithmetic must do differently
 }
 QUERY_BLOCK = 256  # encoder: queries per attention block (skips most of the masked half)
 LOGIT_ELEMENTS = 2**24  # encoder: vocabulary logits per chunk (256 rows of 49k, 64 of 262k)
+BLAS_ROWS = 256  # from this many rows, float32 BLAS beats int32 loops despite converting weights
 MAX_FEATURES = 2048  # widest matmul input the bound (L1 + K rounding) x 127 < 2^24 allows
 
 
@@ -249,23 +250,25 @@ class ExactNetwork:
 
     # --- whole segments (encoder) --------------------------------------------------------------
 
-    def full_tables(self, ids: np.ndarray):
+    def full_tables(self, ids: np.ndarray, device=None):
         """Frequencies, in chunks of rows, for every position of a segment whose inputs
-        (the context start, then every token but the last) are ids."""
+        (the context start, then every token but the last) are ids. device: products on
+        a torch device (`device.DeviceProducts`), else float32 BLAS or int32 loops."""
         if len(ids) > ar.MAX_KEYS:
             raise ValueError(f"segment of {len(ids)} tokens exceeds the exact bound of {ar.MAX_KEYS}")
         positions = np.arange(len(ids))
         h = self.embed_rows(ids)
-        blas = _Blas()
+        many = len(ids) >= BLAS_ROWS
+        products = device or (_Blas() if many else _Int32())
         for layer in self.layers:
-            h = self.layer(layer, h, positions,
-                           lambda q, k, v, layer=layer: self._attend_full(layer, q, k, v), blas)
-        head = _Blas(self.lm_head.w8.astype(np.float32))
+            h = self.layer(layer, h, positions, lambda q, k, v, layer=layer: self._attend_full(
+                layer, q, k, v, products), products)
+        head = _Blas(transposed_float32(self.lm_head.w8)) if many and not device else products
         chunk = max(1, LOGIT_ELEMENTS // self.vocab_size)
         for start in range(0, len(ids), chunk):
             yield ar.frequencies(self.logits(h[start:start + chunk], head))
 
-    def _attend_full(self, layer: Layer, q, k, v) -> np.ndarray:
+    def _attend_full(self, layer: Layer, q, k, v, products) -> np.ndarray:
         """Causal (windowed) attention of a segment over itself, in blocks of QUERY_BLOCK
         queries: scores and weights x values from float32 BLAS, exact integers."""
         qq, qs, kq, ks, vq, vs = self.quantize_qkv(q, k, v)
@@ -276,21 +279,22 @@ class ExactNetwork:
         for h in range(self.n_kv):
             queries = qq[:, h * g:(h + 1) * g].reshape(t_len * g, d)  # rows (t, g)
             q_scale = qs[:, h * g:(h + 1) * g].reshape(-1)
-            keys, values = kq[:, h].astype(np.float32), vq[:, h].astype(np.float32)
-            k_scale, v_scale = np.ascontiguousarray(ks[:, h]), np.ascontiguousarray(vs[:, h])
+            keys = np.ascontiguousarray(kq[:, h], dtype=np.float32)
+            values = np.ascontiguousarray(vq[:, h], dtype=np.float32)
+            k_factor, v_scale = ks[:, h] * self.q_factor, np.ascontiguousarray(vs[:, h])
             for start in range(0, t_len, QUERY_BLOCK):
                 stop = min(start + QUERY_BLOCK, t_len)
                 k0 = max(0, start - layer.window + 1) if layer.window else 0
                 rows = slice(start * g, stop * g)
-                scores = queries[rows] @ keys[k0:stop].T  # (rows, keys): exact integers
+                scores = products.mm(queries[rows], keys[k0:stop].T)  # exact integers
                 folded = np.empty_like(scores)
-                top = np.empty(scores.shape[0])
-                ar.fold_score_block(scores, q_scale[rows], q_pos[rows], k_scale[k0:stop],
-                                    v_scale[k0:stop], k0, layer.window, self.q_factor,
-                                    ar.ATTENTION_EXP, folded, top)
-                acc = (folded @ values[k0:stop]).astype(np.float64)  # exact integers
-                out[start:stop, h * g:(h + 1) * g] = \
-                    ((acc * top[:, None]) / ar.WEIGHT_TOTAL).reshape(stop - start, g, d)
+                scale = np.empty(scores.shape[0])
+                ar.fold_score_block(scores, q_scale[rows], q_pos[rows], k_factor[k0:stop],
+                                    v_scale[k0:stop], k0, layer.window, ar.ATTENTION_EXP,
+                                    folded, scale)
+                acc = products.mm(folded, values[k0:stop]).astype(np.float64)  # exact
+                out[start:stop, h * g:(h + 1) * g] = (acc * scale[:, None]).reshape(
+                    stop - start, g, d)
         return out.reshape(t_len, self.n_heads * d)
 
 
@@ -298,15 +302,21 @@ class _Blas:
     """Integer products of many rows: float32 sgemm."""
 
     def __init__(self, weights32: np.ndarray | None = None):
-        self.weights32 = weights32  # a float32 copy of the one matrix this is used with
+        self.weights32 = weights32  # the one matrix this is used with, as (K, N) float32
 
     def __call__(self, xq, lin: Linear):
         weights = self.weights32 if self.weights32 is not None else lin.w8
         return products_blas(xq.astype(np.float32), weights)
 
+    @staticmethod
+    def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a @ b
+
 
 class _Int32:
     """Integer products of a few rows: int32 loops over the int8 weights."""
+
+    mm = staticmethod(_Blas.mm)
 
     def __call__(self, xq, lin: Linear):
         return products_int32(xq, lin.w8)
@@ -316,13 +326,14 @@ class Stepper:
     """KV-cached decoding of n_rows segments in lockstep: one position of every active row
     per step. Rows that have ended come last and are simply not fed."""
 
-    def __init__(self, net: ExactNetwork, n_rows: int, max_len: int):
+    def __init__(self, net: ExactNetwork, n_rows: int, max_len: int, device=None):
         if max_len > ar.MAX_KEYS:
             raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {ar.MAX_KEYS}")
-        self.net, self.pos, self.products = net, 0, _Int32()
+        self.net, self.pos, self.products = net, 0, device or _Int32()
         shape = (len(net.layers), n_rows, net.n_kv, max_len + 1, net.head_dim)
-        self.keys, self.values = np.zeros(shape, np.int8), np.zeros(shape, np.int8)
-        self.k_scale, self.v_scale = np.zeros(shape[:-1]), np.zeros(shape[:-1])
+        self.keys_t = np.zeros((*shape[:3], net.head_dim, max_len + 1), np.int8)  # (.., D, T)
+        self.values = np.zeros(shape, np.int8)
+        self.k_factor, self.v_scale = np.zeros(shape[:-1]), np.zeros(shape[:-1])
 
     @staticmethod
     def cache_bytes(net: ExactNetwork, n_rows: int, max_len: int) -> int:
@@ -345,14 +356,14 @@ class Stepper:
     def _attend(self, index: int, layer: Layer, q, k, v) -> np.ndarray:
         net, pos, rows = self.net, self.pos, q.shape[0]
         qq, qs, kq, ks, vq, vs = net.quantize_qkv(q, k, v)
-        self.keys[index, :rows, :, pos] = kq
+        self.keys_t[index, :rows, :, :, pos] = kq
         self.values[index, :rows, :, pos] = vq
-        self.k_scale[index, :rows, :, pos] = ks
+        self.k_factor[index, :rows, :, pos] = ks * net.q_factor
         self.v_scale[index, :rows, :, pos] = vs
         lo = max(0, pos - layer.window + 1) if layer.window else 0
         shape = (rows, net.n_kv, net.groups, net.head_dim)
         out = np.empty(shape)
-        attend_cached(qq.reshape(shape), qs.reshape(shape[:3]), self.keys[index, :rows],
-                      self.k_scale[index, :rows], self.values[index, :rows],
-                      self.v_scale[index, :rows], lo, pos, net.q_factor, ar.ATTENTION_EXP, out)
+        attend_cached(qq.reshape(shape), qs.reshape(shape[:3]), self.keys_t[index, :rows],
+                      self.k_factor[index, :rows], self.values[index, :rows],
+                      self.v_scale[index, :rows], lo, pos, ar.ATTENTION_EXP, out)
         return out.reshape(rows, net.n_heads * net.head_dim)

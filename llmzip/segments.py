@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from .container import Block, Method
 from .errors import CorruptArchiveError
 
-__all__ = ["Segment", "cut", "looks_like_text", "model_coded", "classical_blocks",
-           "lzma_compress", "lzma_decompress"]
+__all__ = ["Segment", "cut", "looks_like_text", "lzma_ratio", "model_saving",
+           "classical_blocks", "lzma_compress", "lzma_decompress"]
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 _NOT_TEXT = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\udc80-\udcff]")
@@ -62,22 +62,15 @@ def cut(data: bytes, tokenizer, segment_tokens: int) -> list[Segment]:
     return segments
 
 
-def model_coded(segments: list[Segment], code_bits: dict[int, float]) -> set[int]:
-    """Indices of the segments the model should code, given the model's code length in bits
-    of each candidate (by index): those beating LZMA in context, if they save more than
-    naming the model costs."""
-    candidates = [i for i in sorted(code_bits)]
-    if not candidates:
-        return set()
-    text = b"".join(segments[i].raw for i in candidates)
-    lzma_ratio = min(len(lzma_compress(text)), len(text)) / len(text)
-    chosen, saving = set(), 0.0
-    for i in candidates:
-        classical_bytes = len(segments[i].raw) * lzma_ratio
-        if code_bits[i] / 8 < classical_bytes:
-            chosen.add(i)
-            saving += classical_bytes - code_bits[i] / 8
-    return chosen if saving >= MODEL_HEADER_BYTES else set()
+def lzma_ratio(texts: list[bytes]) -> float:
+    """What LZMA makes of the candidates' text together: the model's bar."""
+    text = b"".join(texts)
+    return min(len(lzma_compress(text)), len(text)) / len(text) if text else 1.0
+
+
+def model_saving(raw_bytes: int, model_bits: float, ratio: float) -> float:
+    """Bytes the model saves on a segment against LZMA's share (negative: it loses)."""
+    return raw_bytes * ratio - model_bits / 8
 
 
 def classical_blocks(segments: list[Segment], coded: set[int]) -> tuple[list[Block], list[bytes]]:

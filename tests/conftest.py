@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # before numpy: see llmzip/__init__.py
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import pytest
 

@@ -9,7 +9,7 @@ import pytest
 
 from llmzip.container import (MAX_BUCKET_SIZE, MAX_GROUP_SIZE, MAX_SEGMENT_TOKENS, MAX_THREADS,
                               Arithmetic, Block, Header, Method, ModelInfo, check_bucket_size,
-                              decompress_members, describe, pack, split_members, unpack)
+                              describe, pack, split_members, unpack)
 from llmzip.errors import CorruptArchiveError
 
 MODEL = ModelInfo(name="smollm2-135m", fingerprint=bytes(range(16)),
@@ -277,12 +277,6 @@ def test_one_archive_is_one_member():
 def test_archives_back_to_back_split_into_members_in_order():
     first, second = _two_members()
     assert split_members(first + second + first) == [first, second, first]
-
-
-def test_decompress_members_joins_each_members_output_in_order():
-    first, second = _two_members()
-    decoded = decompress_members(second + first, lambda m: describe(m)["checksum"].encode())
-    assert decoded == (b"02" * 8) + (b"01" * 8)
 
 
 def test_trailing_garbage_after_a_member_is_refused():

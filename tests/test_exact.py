@@ -139,11 +139,8 @@ def test_float32_blas_and_int32_loops_give_the_exact_products(row):
 
 def test_folded_attention_weights_stay_below_2_to_the_17():
     n = ar.MAX_KEYS
-    logits = np.zeros(n)  # uniform attention: the most rounding up
-    w, folded = np.empty(n), np.empty(n)
-    total = ar.attention_weights(logits, ar.ATTENTION_EXP, w)
-    ratio = np.ones(n)
-    ar.fold_value_scales(w, total, ratio, folded)
+    folded = np.empty(n)  # uniform attention over equal value scales: the most rounding up
+    ar.fold_weights(np.zeros(n), np.ones(n), ar.ATTENTION_EXP, folded)
     assert folded.sum() <= ar.WEIGHT_TOTAL + n / 2 and (ar.WEIGHT_TOTAL + n / 2) * 127 < 2**24
 
 
@@ -204,5 +201,5 @@ def test_numba_rules_are_single_ieee_operations_never_fused():
 def test_stepper_cache_is_int8_with_one_scale_per_vector(tiny_llama):
     engine, _ = open_engine(tiny_llama, None)
     stepper = engine.stepper(3, 50)
-    assert isinstance(stepper, Stepper) and stepper.keys.dtype == np.int8
-    assert engine.cache_bytes(3, 50) == stepper.keys.nbytes * 2 + stepper.k_scale.nbytes * 2
+    assert isinstance(stepper, Stepper) and stepper.keys_t.dtype == stepper.values.dtype == np.int8
+    assert engine.cache_bytes(3, 50) == stepper.keys_t.nbytes * 2 + stepper.v_scale.nbytes * 2

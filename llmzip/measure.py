@@ -1,0 +1,110 @@
+"""One phase of work measured in a fresh process: its time, its peak memory, its result.
+
+A process's peak resident memory only grows, so a phase (a compression, a decompression,
+a whole command line) runs in a child of its own and reports its own peak: what a user
+running that one command would see. The model is loaded before the clock starts unless
+the phase is a command line, whose wall time includes everything (start-up).
+
+    run_phase({"op": "compress", "file": "alice29.txt", "archive": "a.llmz"})
+    run_phase({"op": "decompress", "archive": "a.llmz", "original": "alice29.txt"})
+    run_phase({"op": "command", "argv": ["compress", "-f", "x.txt"]})
+
+`busy_neighbour()` keeps one core busy (pinned) for the decoder-under-load measurement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["run_phase", "busy_neighbour", "peak_rss_mb"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _compress(spec: dict) -> dict:
+    from .codec import Codec
+    data = Path(spec["file"]).read_bytes()[:spec.get("bytes")]
+    codec = Codec(spec.get("model"), **spec.get("settings", {})).load()
+    started = time.perf_counter()
+    blob, stats = codec.compress_with_stats(data)
+    seconds = time.perf_counter() - started
+    Path(spec["archive"]).write_bytes(blob)
+    return {"seconds": seconds, "bytes": len(data), "archive_bytes": len(blob),
+            "tokens": stats.n_tokens, "bpb": stats.bpb, "xent_bpb": stats.xent_bpb}
+
+
+def _decompress(spec: dict) -> dict:
+    from .codec import Codec
+    from .container import unpack
+    blob = Path(spec["archive"]).read_bytes()
+    header = unpack(blob)[0]  # tokens to report
+    codec = Codec(spec.get("model"), **spec.get("settings", {})).load(blob)
+    started = time.perf_counter()
+    data = codec.decompress(blob)
+    seconds = time.perf_counter() - started
+    expected = Path(spec["original"]).read_bytes()[:spec.get("bytes")]
+    return {"seconds": seconds, "bytes": len(data), "ok": data == expected,
+            "tokens": sum(b.n_tokens for b in header.model_blocks())}
+
+
+def _command(spec: dict) -> dict:
+    from .cli import main
+    started = time.perf_counter()
+    try:
+        main(spec["argv"], standalone_mode=False)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    return {"seconds": time.perf_counter() - started}
+
+
+PHASES = {"compress": _compress, "decompress": _decompress, "command": _command}
+
+
+def child() -> None:
+    """Entry point of the measured process: one phase from argv[1] (JSON), result on stdout."""
+    spec = json.loads(sys.argv[1])
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the result alone
+        result = PHASES[spec["op"]](spec)
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+def run_phase(spec: dict, timeout_s: float | None = None) -> dict:
+    """Run one phase in a fresh Python process; its result with its peak memory and the
+    child's wall time from start to exit (`wall_s`, start-up included)."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", "from llmzip.measure import child; child()", json.dumps(spec)],
+        capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"phase {spec['op']} failed: {proc.stderr.strip()[-2000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+@contextlib.contextmanager
+def busy_neighbour(cpu: int = 1):
+    """A process spinning on one CPU (pinned there) for the length of the block."""
+    code = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.5)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+

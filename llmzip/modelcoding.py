@@ -1,0 +1,196 @@
+"""The model's part of an archive: candidate segments to group streams, and back to tokens.
+
+Encoding: the candidates are taken in groups of `group_size`, and each process of the team
+codes a contiguous share of the groups (balanced by tokens): the coder rows of every
+candidate (one full forward each with exact arithmetic, else the decoder's own steps), the
+choice of model or LZMA for each (`segments.model_saving`), and the stream of each group of
+its model-coded segments, written as soon as the group is complete, so that memory holds
+one group's rows. Process 0 gathers each segment's code length and the streams; a group
+that straddles two shares (a segment before it went to LZMA) is coded again there, the
+same bytes as anywhere else. Decoding: each process decodes a share of the groups, a wave
+of groups at a time in lockstep (`lockstep`), and process 0 gathers the bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import lockstep
+from . import segments as seg
+from .coder import CoderRows, StreamDecoder, TwoLevel, default_bucket_size, encode_group
+from .distributed import shares
+from .errors import CorruptArchiveError
+
+__all__ = ["Coded", "encode", "decode"]
+
+
+def groups_of(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+@dataclass
+class Coded:
+    """What the model stage gives the archive: each model-coded segment's bits per token
+    (by segment index) and the groups' range-coder streams."""
+
+    bits: dict[int, np.ndarray]
+    streams: list[bytes]
+
+
+@dataclass
+class _Share:
+    """One process's result: (index, bytes saved against LZMA, bits per token) of each of
+    its candidates, and (members, stream) of each group it coded."""
+
+    segments: list[tuple[int, float, np.ndarray]]
+    groups: list[tuple[tuple[int, ...], bytes]]
+
+
+def encode(engine, segments, candidates, group_size, full_forward, team, progress, observe
+           ) -> Coded | None:
+    """The streams of a file's model-coded segments (None on processes other than 0)."""
+    two_level = TwoLevel(engine.vocab_size, default_bucket_size(engine.vocab_size))
+    rows_of = _rows_full if full_forward else _rows_stepped
+    groups = groups_of(candidates, group_size)
+    mine = shares([sum(len(segments[i].ids) for i in g) for g in groups], team.size)[team.rank]
+    my_candidates = [i for g in groups[mine.start:mine.stop] for i in g]
+    tracker = lockstep.Progress(progress, sum(len(segments[i].ids) for i in my_candidates))
+    ratio = seg.lzma_ratio([segments[i].raw for i in candidates])
+    share = team.agree(_code_share, engine, two_level, rows_of, segments, my_candidates,
+                       ratio, group_size, tracker, observe)
+    parts = team.gather(share)
+    if parts is None:
+        return None
+    return _assemble(parts, engine, two_level, rows_of, segments, group_size)
+
+
+def _code_share(engine, two_level, rows_of, segments, candidates, ratio, group_size, tracker,
+                observe) -> _Share:
+    share, pending = _Share([], []), []
+    rows_iter = rows_of(engine, two_level, [segments[i] for i in candidates], group_size,
+                        tracker, observe)
+    for i, rows in zip(candidates, rows_iter):
+        gain = seg.model_saving(len(segments[i].raw), float(rows.xent_bits.sum()), ratio)
+        share.segments.append((i, gain, rows.xent_bits))
+        if gain > 0 or not engine.batch_invariant:  # a float group's layout is fixed
+            pending.append((i, rows))
+        if pending and (len(pending) == group_size or i == candidates[-1]):
+            share.groups.append((tuple(j for j, _ in pending),
+                                 encode_group([r for _, r in pending])))
+            pending = []
+    return share
+
+
+def _assemble(parts, engine, two_level, rows_of, segments, group_size) -> Coded:
+    """The archive's groups (consecutive model-coded segments, group_size at a time) and
+    their streams, each coded by a process or, straddling two shares, coded here."""
+    coded = [(i, gain, bits) for part in parts for i, gain, bits in part.segments
+             if gain > 0 or not engine.batch_invariant]
+    if sum(gain for _, gain, _ in coded) < seg.MODEL_HEADER_BYTES:
+        return Coded({}, [])  # naming the model would cost more than it saves
+    known = {members: stream for part in parts for members, stream in part.groups}
+    streams = []
+    for group in groups_of([i for i, _, _ in coded], group_size):
+        stream = known.get(tuple(group))
+        if stream is None:
+            rows = rows_of(engine, two_level, [segments[i] for i in group], group_size,
+                           lockstep.Progress(None, 0), None)
+            stream = encode_group(list(rows))
+        streams.append(stream)
+    return Coded({i: bits for i, _, bits in coded}, streams)
+
+
+def _rows_full(engine, two_level, segments, group_size, tracker, observe):
+    """Exact arithmetic: one full-sequence forward per segment, in chunks of positions;
+    yields each segment's coder rows."""
+    for segment in segments:
+        parts, pos = [], 0
+        for freqs in engine.full_tables(list(segment.ids)):
+            parts.append(two_level.split(freqs, np.asarray(segment.ids[pos:pos + len(freqs)])))
+            if observe:
+                observe(segment.start, freqs)
+            pos += len(freqs)
+            tracker.tick(len(freqs), float(parts[-1].xent_bits.sum()))
+        yield CoderRows.concat(parts)
+
+
+def _rows_stepped(engine, two_level, segments, group_size, tracker, observe):
+    """The decoder's own KV-cached steps, group by group (the float engine's only way);
+    yields each segment's coder rows."""
+    for group in groups_of(segments, group_size):
+        parts = [[] for _ in group]
+
+        def known(t, freqs, active, group=group, parts=parts):
+            tokens = np.array([group[i].ids[t] for i in active])
+            rows = two_level.split(freqs, tokens)
+            for j, i in enumerate(active):
+                parts[i].append(rows.take(j))
+                if observe:
+                    observe(group[i].start, freqs[j:j + 1])
+            tracker.tick(0, float(rows.xent_bits.sum()))
+            return tokens
+
+        lockstep.run(engine, [len(x.ids) for x in group], known, tracker)
+        yield from (CoderRows.concat(p) for p in parts)
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+def decode(engine, info, blocks, streams, tokenizer, machine, team, progress
+           ) -> list[bytes] | None:
+    """Each MODEL block's bytes, in order (None on processes other than 0)."""
+    groups = list(zip(groups_of(blocks, info.group_size), streams))
+    mine = shares([sum(b.n_tokens for b in g) for g, _ in groups], team.size)[team.rank]
+    my_groups = groups[mine.start:mine.stop]
+    tracker = lockstep.Progress(progress, sum(b.n_tokens for g, _ in my_groups for b in g))
+    raws = team.agree(_decode_groups, engine, TwoLevel(engine.vocab_size, info.bucket_size),
+                      my_groups, tokenizer, machine, tracker)
+    parts = team.gather(raws)
+    return None if parts is None else [raw for part in parts for raw in part]
+
+
+def _decode_groups(engine, two_level, groups, tokenizer, machine, tracker) -> list[bytes]:
+    tuner = machine.tuner() if engine.batch_invariant and engine.full_forward else None
+    out = []
+    for wave in machine.waves(groups, engine) if groups else []:
+        ids = _decode_wave(engine, two_level, wave, tokenizer, tracker, tuner)
+        for block, block_ids in zip([b for group, _ in wave for b in group], ids):
+            raw = tokenizer.decode(block_ids)
+            if len(raw) != block.raw_size:
+                raise CorruptArchiveError("a block decodes to other bytes than it declares "
+                                          "(archive damaged, or another model)")
+            out.append(raw)
+    return out
+
+
+def _decode_wave(engine, two_level, wave, tokenizer, tracker, tuner) -> list[list[int]]:
+    """Token ids of every block of a wave of groups (in group, then block order): each
+    group's stream decodes its active blocks, in block order, at every step. A block whose
+    tokens spell more bytes than it declares stops the decoding at once."""
+    blocks = [b for group, _ in wave for b in group]
+    group_of = [g for g, (group, _) in enumerate(wave) for _ in group]
+    decoders = [StreamDecoder(stream, two_level) for _, stream in wave]
+    ids: list[list[int]] = [[] for _ in blocks]
+    token_bytes = tokenizer.byte_lengths()
+    spelled = np.zeros(len(blocks), np.int64)
+    declared = np.array([b.raw_size for b in blocks])
+
+    def decoded(t, freqs, active):
+        tokens = np.empty(len(active), np.int64)
+        for g, decoder in enumerate(decoders):
+            mine = sorted((j for j, i in enumerate(active) if group_of[i] == g),
+                          key=lambda j: active[j])  # the encoder's order: block order
+            if mine:
+                tokens[mine] = decoder.decode(freqs[mine])
+        spelled[active] += token_bytes[tokens]
+        if (spelled[active] > declared[active]).any():
+            raise CorruptArchiveError("a block decodes to more bytes than it declares "
+                                      "(archive damaged, or another model)")
+        for i, token in zip(active, tokens.tolist()):
+            ids[i].append(token)
+        return tokens
+
+    lockstep.run(engine, [b.n_tokens for b in blocks], decoded, tracker, tuner)
+    return ids
