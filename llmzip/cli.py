@@ -350,8 +350,10 @@ class _Team:
         self.shared, self.alone = make_codec(self.team), make_codec(Team())
 
     def jobs(self, names, one_stream: bool):
+        """This process's jobs, in order; after the last, it waits for the team to finish."""
         from .jobs import plan
-        return [j for j in plan(names, self.team.size, one_stream) if j.mine(self.team.rank)]
+        yield from [j for j in plan(names, self.team.size, one_stream) if j.mine(self.team.rank)]
+        self.team.close()
 
     def codec(self, job):
         from .jobs import SHARED

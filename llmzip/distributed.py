@@ -36,6 +36,9 @@ class Team:
         """Run work(*args) here; if this or any other process failed, raise naming it."""
         return work(*args)
 
+    def close(self) -> None:
+        """Leave the team once every process is done."""
+
 
 class AccelerateTeam(Team):
     """Processes started by `accelerate launch` or `torchrun`, talking over gloo."""
@@ -64,6 +67,17 @@ class AccelerateTeam(Team):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LlmzipError(f"process {self.rank} of {self.size}: another process of the "
                               f"team stopped ({first})") from None
+
+    def close(self) -> None:
+        """Wait for every process, then close the connections. A process that exits while
+        another still works (each codes its own files last, `jobs`) would otherwise tear
+        down gloo under a live peer, which aborts ("terminate called ...")."""
+        import torch.distributed as dist
+        if dist.is_initialized():
+            try:
+                self._collective(dist.barrier)
+            finally:
+                dist.destroy_process_group()
 
     def agree(self, work, *args):
         try:

@@ -100,25 +100,48 @@ def _worker(rank: str, timeout_s: float = 120) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
             if b"llmzip" in cmdline and b"accelerate" not in cmdline and _rank_of(pid) == rank:
                 return pid
-        time.sleep(0.2)
+        time.sleep(0.1)
     pytest.fail(f"no process of rank {rank} appeared")
+
+
+def _sockets(pid: int) -> int:
+    try:
+        return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def _wait_until_connected(pid: int, timeout_s: float = 120) -> None:
+    """Until the process has joined the team: gloo's connections to the other process
+    open just before the work is shared out (the launcher's store is one socket)."""
+    deadline = time.monotonic() + timeout_s
+    while _sockets(pid) < 2:
+        if time.monotonic() > deadline:
+            pytest.fail(f"process {pid} never connected")
+        time.sleep(0.05)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 def test_a_process_that_dies_stops_the_team_with_one_line_and_nothing_written(tmp_path):
     text = tmp_path / "books.txt"
-    text.write_bytes(corpus_file("alice29.txt") + corpus_file("asyoulik.txt"))  # not repeated:
+    text.write_bytes(b"".join(map(corpus_file, ["alice29.txt", "asyoulik.txt", "argparse.py",
+                                                "object_h_64k.h"])))  # not repeated:
     # LZMA would take a second copy for almost nothing, leaving the model nothing to code
     archive = tmp_path / "books.llmz"
     llmzip("compress", "-m", TINY, "--segment-tokens", "128", "-q", "-o", archive, text)
     proc = llmzip("decompress", "-m", TINY, "--batch", "1", "-o", tmp_path / "out.txt",
-                  archive, processes=2, wait=False)  # a segment at a time: a minute's work
+                  archive, processes=2, wait=False)  # a segment at a time
     victim = _worker("1")
-    time.sleep(6)  # well into decoding
+    _wait_until_connected(victim)
+    time.sleep(1)  # into its share: decoding it takes several seconds more, and process 0
+    # cannot finish (nor write anything) without it
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
