@@ -6,7 +6,7 @@ Usage: python bench/compare.py FILE FILE.llmz   (what `make demo` prints last)
 import sys
 from pathlib import Path
 
-from llmzip.baselines import BASELINES
+from llmzip.baselines import baselines
 from llmzip.container import describe
 
 
@@ -17,7 +17,7 @@ def main(original: str, archive: str) -> None:
     rows.append((f"llmzip ({facts['model']['name'] if facts['model'] else 'no model'})",
                  facts["archive_bytes"]))
     for key in ("gzip", "zstd"):
-        base = BASELINES[key]
+        base = baselines()[key]
         packed = base.compress(data)
         assert base.decompress(packed) == data
         rows.append((base.name, len(packed)))

@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import ROOT, machine, markers, replace_between_markers  # noqa: E402
+from llmzip import Codec
+from llmzip.report import machine, replace_section
 
-from llmzip import Codec  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 N_BYTES = 20_000
 PEERS = [  # (name, bits per byte, KB/s compress, KB/s decompress, note)
@@ -63,7 +63,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---|", *rows])
     print(text)
     if not args.no_readme:
-        replace_between_markers(ROOT / "README.md", text, *markers("peers"))
+        replace_section(ROOT / "README.md", "peers", text)
 
 
 if __name__ == "__main__":

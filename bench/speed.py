@@ -18,12 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
+import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
 from llmzip.measure import busy_neighbour, run_phase
+from llmzip.report import machine, replace_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import ROOT, machine, markers, replace_between_markers  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BIG_BYTES = 1_000_000
 
@@ -117,7 +116,7 @@ def main() -> None:
     (RESULTS / "speed.md").write_text(text + "\n")
     print(text)
     if not args.no_readme:
-        replace_between_markers(ROOT / "README.md", text, *markers("speed"))
+        replace_section(ROOT / "README.md", "speed", text)
     if not all(r["ok"] for r in rows):
         raise SystemExit("a round trip FAILED")
 

@@ -1,7 +1,9 @@
 """The classical codecs llmzip is compared with, each at its strongest common setting.
 
 gzip -9, bzip2 -9, xz -9e, zstd -19 with long mode and brotli -11, run through Python
-libraries so a benchmark needs no external tools; `version` says which library ran.
+libraries so a benchmark needs no external tools; `version` says which library ran. The
+first three come with Python; zstd and brotli with the `bench` extra
+(`pip install 'llmzip[bench]'`), which compressing and decompressing never need.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["Baseline", "BASELINES"]
+from .errors import LlmzipError
+
+__all__ = ["Baseline", "baselines", "NAMES"]
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,22 @@ def _brotli() -> Baseline:
                     lambda d: brotli.compress(d, quality=11), brotli.decompress)
 
 
-BASELINES: dict[str, Baseline] = {
+_STANDARD = {
     "gzip": Baseline("gzip -9", f"zlib {zlib.ZLIB_RUNTIME_VERSION} (Python gzip)",
                      lambda d: gzip.compress(d, 9, mtime=0), gzip.decompress),
     "bzip2": Baseline("bzip2 -9", "libbz2 (Python bz2)", lambda d: bz2.compress(d, 9),
                       bz2.decompress),
     "xz": Baseline("xz -9e", "liblzma (Python lzma)",
                    lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
-    "zstd": _zstd(),
-    "brotli": _brotli(),
 }
+_EXTRA = {"zstd": _zstd, "brotli": _brotli}
+NAMES = (*_STANDARD, *_EXTRA)
+
+
+def baselines() -> dict[str, Baseline]:
+    """All five codecs, or one line saying how to install the missing ones."""
+    try:
+        return {**_STANDARD, **{name: make() for name, make in _EXTRA.items()}}
+    except ImportError as exc:
+        raise LlmzipError(f"the comparison needs {exc.name}, which is not installed: "
+                          "pip install 'llmzip[bench]'") from None

@@ -17,7 +17,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .baselines import BASELINES
+from .baselines import NAMES, baselines
+from .errors import LlmzipError
 
 __all__ = ["Row", "COLUMNS", "measure_baseline", "measure_llmzip", "run", "render", "plot"]
 
@@ -79,7 +80,7 @@ def _kb_per_s(size: int, *seconds: float) -> float:
 
 def measure_baseline(key: str, data: bytes, file: str) -> Row:
     """One classical codec at its strongest common setting (see `baselines`)."""
-    base = BASELINES[key]
+    base = baselines()[key]
     _reset_peak_rss()
     packed, compress_s = _timed(base.compress, data)
     restored, decompress_s = _timed(base.decompress, packed)
@@ -112,16 +113,18 @@ def _bpb(size: int, original: int) -> float:
     return 8 * size / original if original else 0.0
 
 
-def run(files, models=(), *, max_bytes: int | None = None, baselines=tuple(BASELINES),
+def run(files, models=(), *, max_bytes: int | None = None, classical=NAMES,
         codec_settings: dict | None = None, on_row=None, progress=None) -> list[Row]:
-    """Rows for every file: each baseline, then llmzip with each model (loaded once)."""
+    """Rows for every file: each classical codec, then llmzip with each model (loaded
+    once)."""
     from .codec import Codec
+    baselines()  # all there, or one line saying what to install, before any model loads
     codecs = [Codec(m, **(codec_settings or {})).load() for m in models]  # load untimed
     rows = []
     for path in files:
         data = Path(path).read_bytes()[:max_bytes]
         name = Path(path).name
-        for key in baselines:
+        for key in classical:
             rows.append(measure_baseline(key, data, name))
             on_row and on_row(rows[-1])
         for codec in codecs:
@@ -181,7 +184,11 @@ def render(rows: list[Row], fmt: str = "md") -> str:
 def plot(rows: list[Row], path: str, title: str = "") -> None:
     """Bits per byte per file and compressor; llmzip bars carry the model's cross-entropy as
     a black tick, so code length and cross-entropy can be compared at a glance."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise LlmzipError("--plot needs matplotlib, which is not installed: "
+                          "pip install 'llmzip[bench]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -365,7 +365,9 @@ class _Team:
     def check_target(self, job, target, force) -> None:
         """Before any work; for a shared file every process learns the writer's verdict."""
         from .jobs import SHARED
-        check = (lambda: _check_target(job.name, target, force) if self.writer(job) else None)
+        def check():
+            if self.writer(job):
+                _check_target(job.name, target, force)
         self.team.agree(check) if job.owner == SHARED else check()
 
 
@@ -412,6 +414,8 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
 
 
 def _compress_summary(name: str, s, verbose: bool) -> str:
+    if not s.original_bytes:  # bits per byte of nothing is no number
+        return f"{name}: empty input -> {s.archive_bytes:,} bytes (the header alone)"
     line = f"{name}: {s.original_bytes:,} -> {s.archive_bytes:,} bytes ({s.bpb:.3f} bits/byte"
     if s.n_tokens:
         line += (f"; model cross-entropy {s.xent_bpb:.3f} bits/byte, coder overhead "

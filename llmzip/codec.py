@@ -11,7 +11,6 @@ many as the decoder's memory budget allows, then checks every size and the check
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -22,8 +21,8 @@ from . import segments as seg
 from .coder import default_bucket_size
 from .container import (Arithmetic, Header, Method, ModelInfo, check_bucket_size, pack,
                         split_members, unpack)
-from .errors import CorruptArchiveError, LlmzipError, ModelMismatchError
-from .settings import Machine, Settings
+from .errors import CorruptArchiveError, ModelMismatchError
+from .settings import Settings
 
 __all__ = ["Codec", "CompressStats", "SegmentCost", "content_checksum"]
 

@@ -25,14 +25,22 @@ def resolve_device(name: str) -> str | None:
         return None
     import torch
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else None
+        return _this_process_gpu(torch) if torch.cuda.is_available() else None
     if name == "torch:cpu":
         return "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise LlmzipError(f"--device {name}: torch sees no CUDA device here")
-        return name
+        return _this_process_gpu(torch) if name == "cuda" else name
     raise LlmzipError(f"unknown device {name!r} (cpu, cuda, cuda:N or auto)")
+
+
+def _this_process_gpu(torch) -> str:
+    """Under a launcher, each process of a machine takes its own GPU (LOCAL_RANK), as
+    accelerate places a model; alone, the first."""
+    import os
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return f"cuda:{local_rank % max(torch.cuda.device_count(), 1)}"
 
 
 class DeviceProducts:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +41,8 @@ def _compress(spec: dict) -> dict:
     started = time.perf_counter()
     blob, stats = codec.compress_with_stats(data)
     seconds = time.perf_counter() - started
+    if blob is None:  # a process of a team other than 0: its share is in process 0's archive
+        return {"seconds": seconds, "bytes": len(data)}
     Path(spec["archive"]).write_bytes(blob)
     return {"seconds": seconds, "bytes": len(data), "archive_bytes": len(blob),
             "tokens": stats.n_tokens, "bpb": stats.bpb, "xent_bpb": stats.xent_bpb}
@@ -55,7 +58,8 @@ def _decompress(spec: dict) -> dict:
     data = codec.decompress(blob)
     seconds = time.perf_counter() - started
     expected = Path(spec["original"]).read_bytes()[:spec.get("bytes")]
-    return {"seconds": seconds, "bytes": len(data), "ok": data == expected,
+    return {"seconds": seconds, "bytes": len(expected),
+            "ok": None if data is None else data == expected,
             "tokens": sum(b.n_tokens for b in header.model_blocks())}
 
 
@@ -73,25 +77,45 @@ def _command(spec: dict) -> dict:
 PHASES = {"compress": _compress, "decompress": _decompress, "command": _command}
 
 
+_RESULT = "llmzip-measure: "  # marks each process's result line among a launcher's output
+
+
 def child() -> None:
-    """Entry point of the measured process: one phase from argv[1] (JSON), result on stdout."""
+    """Entry point of a measured process: one phase from argv[1] (JSON), its result on
+    stdout (under a launcher, one line per process, with its rank)."""
     spec = json.loads(sys.argv[1])
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the result alone
         result = PHASES[spec["op"]](spec)
     result["peak_rss_mb"] = peak_rss_mb()
-    print(json.dumps(result))
+    result["rank"] = int(os.environ.get("RANK", "0"))
+    print(_RESULT + json.dumps(result), flush=True)
 
 
-def run_phase(spec: dict, timeout_s: float | None = None) -> dict:
-    """Run one phase in a fresh Python process; its result with its peak memory and the
-    child's wall time from start to exit (`wall_s`, start-up included)."""
+def _command_line(spec: dict, processes: int) -> list[str]:
+    if processes == 1:
+        return [sys.executable, "-m", "llmzip.measure", json.dumps(spec)]
+    launcher = str(Path(sys.executable).with_name("accelerate"))
+    return [launcher, "launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "llmzip.measure", json.dumps(spec)]
+
+
+def run_phase(spec: dict, timeout_s: float | None = None, processes: int = 1) -> dict:
+    """Run one phase in fresh Python processes (several: under `accelerate launch`); process
+    0's result, with the slowest process's seconds, every process's peak memory
+    (`peak_rss_mb` the largest, `rank_rss_mb` each) and the wall time from start to exit
+    (`wall_s`, start-up included)."""
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", "from llmzip.measure import child; child()", json.dumps(spec)],
-        capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(_command_line(spec, processes), capture_output=True, text=True,
+                          timeout=timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"phase {spec['op']} failed: {proc.stderr.strip()[-2000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    ranks = sorted((json.loads(line[len(_RESULT):]) for line in proc.stdout.splitlines()
+                    if line.startswith(_RESULT)), key=lambda r: r["rank"])
+    result = dict(ranks[0])
+    result["seconds"] = max(r["seconds"] for r in ranks)
+    result["rank_rss_mb"] = [r["peak_rss_mb"] for r in ranks]
+    result["peak_rss_mb"] = max(result["rank_rss_mb"])
     result["wall_s"] = time.perf_counter() - started
     return result
 
@@ -108,3 +132,6 @@ def busy_neighbour(cpu: int = 1):
         proc.kill()
         proc.wait()
 
+
+if __name__ == "__main__":
+    child()

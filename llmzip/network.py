@@ -97,50 +97,68 @@ def quantize_checkpoint(config: dict, state: dict[str, np.ndarray]) -> tuple[dic
     arch = ARCHITECTURES[arch_name]
     if config.get("attn_logit_softcapping") or config.get("final_logit_softcapping"):
         raise NotImplementedError("logit soft-capping is not in exact arithmetic yet")
+    meta = _network_meta(config, arch_name, arch)
+    arrays = {"embed": np.ascontiguousarray(state["model.embed_tokens.weight"], np.float32)}
+    gains = _gains(state, arch)
+    for i in range(config["num_hidden_layers"]):
+        meta["layers"].append(_layer_meta(config, i))
+        arrays.update(_layer_arrays(state, arch, gains, i))
+    head = state.get("lm_head.weight", state["model.embed_tokens.weight"])
+    lm = _quantize(head, gains("model.norm.weight"), arch["fold_gains"])
+    arrays.update({f"lm_head.{k}": v for k, v in lm.items()})
+    return meta, arrays
+
+
+def _network_meta(config: dict, arch_name: str, arch: dict) -> dict:
     n_heads = config["num_attention_heads"]
-    head_dim = config.get("head_dim") or config["hidden_size"] // n_heads
-    meta = {"arch": arch_name, "n_heads": n_heads, "n_kv": config["num_key_value_heads"],
-            "head_dim": head_dim, "eps": float(config["rms_norm_eps"]),
+    return {"arch": arch_name, "n_heads": n_heads, "n_kv": config["num_key_value_heads"],
+            "head_dim": config.get("head_dim") or config["hidden_size"] // n_heads,
+            "eps": float(config["rms_norm_eps"]),
             # 1/sqrt by IEEE sqrt and division (pow is libm, not correctly rounded everywhere)
             "q_factor": (1.0 / math.sqrt(config[arch["query_scale_key"]])) * ar.LOGIT_STEPS,
             "embed_scale": float(np.float32(math.sqrt(config["hidden_size"])))
             if arch["scale_embeddings"] else None, "layers": []}
-    arrays = {"embed": np.ascontiguousarray(state["model.embed_tokens.weight"], np.float32)}
-    offset, fold = arch["gain_offset"], arch["fold_gains"]
 
-    def gains(name):
-        return offset + state[name].astype(np.float64)
 
-    for i in range(config["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        layer_type = (config.get("layer_types") or ["full_attention"] * (i + 1))[i]
-        rope = config.get("rope_parameters") or {"rope_theta": config["rope_theta"]}
-        rope = rope.get(layer_type, rope)  # per-layer-type RoPE (Gemma 3)
-        if rope.get("rope_type", "default") != "default":
-            raise NotImplementedError(f"RoPE type {rope['rope_type']} is not in exact arithmetic")
-        meta["layers"].append({"theta": float(rope["rope_theta"]), "window": config[
-            "sliding_window"] if layer_type == "sliding_attention" else 0})
-        ffn_norm = "pre_feedforward_layernorm" if arch["post_norms"] else "post_attention_layernorm"
-        linears = {
-            "qkv": _quantize(np.concatenate([state[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]),
-                             gains(p + "input_layernorm.weight"), fold),
-            "o": _quantize(state[p + "self_attn.o_proj.weight"]),
-            "gate_up": _quantize(np.concatenate([state[p + "mlp.gate_proj.weight"],
-                                                 state[p + "mlp.up_proj.weight"]]),
-                                 gains(p + ffn_norm + ".weight"), fold),
-            "down": _quantize(state[p + "mlp.down_proj.weight"])}
-        for name, lin in linears.items():
-            if lin["w8"].shape[1] > MAX_FEATURES:
-                raise NotImplementedError(f"{lin['w8'].shape[1]} input features exceed exact bounds")
-            arrays.update({f"{i}.{name}.{k}": v for k, v in lin.items()})
-        if arch["qk_norm"]:
-            for name, key in zip(NORMS, ("self_attn.q_norm", "self_attn.k_norm",
-                                         "post_attention_layernorm", "post_feedforward_layernorm")):
-                arrays[f"{i}.norm.{name}"] = gains(p + key + ".weight")
-    head = state.get("lm_head.weight", state["model.embed_tokens.weight"])
-    lm = _quantize(head, gains("model.norm.weight"), fold)
-    arrays.update({f"lm_head.{k}": v for k, v in lm.items()})
-    return meta, arrays
+def _gains(state: dict, arch: dict):
+    """A norm's gains as the architecture stores them (Gemma: 1 + w)."""
+    return lambda name: arch["gain_offset"] + state[name].astype(np.float64)
+
+
+def _layer_meta(config: dict, i: int) -> dict:
+    """Layer i's RoPE base and sliding window (Gemma 3 alternates them by layer type)."""
+    layer_type = (config.get("layer_types") or ["full_attention"] * (i + 1))[i]
+    rope = config.get("rope_parameters") or {"rope_theta": config["rope_theta"]}
+    rope = rope.get(layer_type, rope)
+    if rope.get("rope_type", "default") != "default":
+        raise NotImplementedError(f"RoPE type {rope['rope_type']} is not in exact arithmetic")
+    return {"theta": float(rope["rope_theta"]),
+            "window": config["sliding_window"] if layer_type == "sliding_attention" else 0}
+
+
+def _layer_arrays(state: dict, arch: dict, gains, i: int) -> dict:
+    """Layer i's int8 linears (norm gains folded in where the architecture allows) and,
+    for Gemma 3, its other norms' gains."""
+    p, fold = f"model.layers.{i}.", arch["fold_gains"]
+    ffn_norm = "pre_feedforward_layernorm" if arch["post_norms"] else "post_attention_layernorm"
+    linears = {
+        "qkv": _quantize(np.concatenate([state[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]),
+                         gains(p + "input_layernorm.weight"), fold),
+        "o": _quantize(state[p + "self_attn.o_proj.weight"]),
+        "gate_up": _quantize(np.concatenate([state[p + "mlp.gate_proj.weight"],
+                                             state[p + "mlp.up_proj.weight"]]),
+                             gains(p + ffn_norm + ".weight"), fold),
+        "down": _quantize(state[p + "mlp.down_proj.weight"])}
+    arrays = {}
+    for name, lin in linears.items():
+        if lin["w8"].shape[1] > MAX_FEATURES:
+            raise NotImplementedError(f"{lin['w8'].shape[1]} input features exceed exact bounds")
+        arrays.update({f"{i}.{name}.{k}": v for k, v in lin.items()})
+    if arch["qk_norm"]:
+        for name, key in zip(NORMS, ("self_attn.q_norm", "self_attn.k_norm",
+                                     "post_attention_layernorm", "post_feedforward_layernorm")):
+            arrays[f"{i}.norm.{name}"] = gains(p + key + ".weight")
+    return arrays
 
 
 class ExactNetwork:

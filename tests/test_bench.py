@@ -72,3 +72,14 @@ def test_missing_file_is_a_one_line_error(tmp_path):
     result = run("bench", tmp_path / "nope.txt")
     assert result.exit_code == 1
     assert result.stderr == f"llmzip: {tmp_path / 'nope.txt'}: no such file\n"
+
+
+@pytest.mark.parametrize("module", ["zstandard", "brotli"])
+def test_without_the_bench_extra_it_says_what_to_install(tmp_path, monkeypatch, module):
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # as if not installed
+    src = tmp_path / "notes.txt"
+    src.write_bytes(b"some text\n")
+    result = run("bench", src)
+    assert result.exit_code == 1
+    assert result.stderr == (f"llmzip: the comparison needs {module}, which is not installed: "
+                             "pip install 'llmzip[bench]'\n")

@@ -69,6 +69,17 @@ def test_compress_prints_sizes_bits_per_byte_cross_entropy_and_overhead(tmp_path
     assert "bits/byte; model cross-entropy" in line and "coder overhead +" in line
 
 
+def test_compressing_an_empty_file_says_so_instead_of_a_rate(tmp_path):
+    src = tmp_path / "empty"
+    src.write_bytes(b"")
+    result = run("compress", src)
+    assert result.exit_code == 0, result.stderr
+    size = (tmp_path / "empty.llmz").stat().st_size
+    assert result.stderr.strip() == f"{src}: empty input -> {size:,} bytes (the header alone)"
+    assert run("decompress", "-f", tmp_path / "empty.llmz").exit_code == 0
+    assert src.read_bytes() == b""
+
+
 def test_existing_output_is_not_overwritten_without_force(archive, tmp_path, tiny_llama):
     target = tmp_path / "notes.txt"
     target.write_bytes(b"precious")

@@ -64,6 +64,31 @@ def test_float_arithmetic_round_trip_records_threads_and_runtime(tiny_llama, cod
     assert codec.decompress(blob) == data
 
 
+def test_float_archive_decodes_with_the_recorded_threads_whatever_the_decoder_is_given(
+        tiny_llama, codecs):
+    data = EDGE_CASES["asyoulik slice"]
+    blob = codecs(tiny_llama, arithmetic="float", threads=1, **SMALL).compress(data)
+    assert unpack(blob)[0].model.threads == 1
+    assert Codec(tiny_llama, threads=2).decompress(blob) == data
+
+
+def test_progress_counts_every_token_once_in_both_directions(tiny_llama, codecs):
+    codec = codecs(tiny_llama, **SMALL)
+    data = EDGE_CASES["alice29 slice"]
+    seen = {"compress": [], "decompress": []}
+    blob, stats = codec.compress_with_stats(
+        data, progress=lambda done, total, bits: seen["compress"].append((done, total, bits)))
+    assert codec.decompress(blob, progress=lambda done, total, bits:
+                            seen["decompress"].append((done, total, bits))) == data
+    model_tokens = sum(b.n_tokens for b in unpack(blob)[0].model_blocks())
+    for direction, calls in seen.items():
+        done = [c[0] for c in calls]
+        assert done == sorted(done) and calls[-1][0] == calls[-1][1], direction
+    assert seen["compress"][-1][1] >= stats.n_tokens > 0  # every candidate, LZMA's too
+    assert seen["compress"][-1][2] > 0  # bits so far: the running rate the bar shows
+    assert seen["decompress"][-1][1] == model_tokens
+
+
 def test_exact_is_the_default_and_writes_exact_v3(tiny_llama, codecs):
     blob = codecs(tiny_llama, **SMALL).compress(EDGE_CASES["alice29 slice"])
     assert unpack(blob)[0].model.arithmetic == Arithmetic.EXACT_V3
@@ -142,7 +167,7 @@ def test_wrong_model_is_a_mismatch(tiny_llama, tiny_llama_other, codecs):
 def test_a_model_path_named_by_an_archive_is_not_loaded(tiny_llama, codecs):
     """An archive is untrusted: it may only name a preset; a path needs --model."""
     blob = codecs(tiny_llama, **SMALL).compress(EDGE_CASES["alice29 slice"])
-    with pytest.raises(LlmzipError, match=f"not a preset; if you trust it, decompress with --model"):
+    with pytest.raises(LlmzipError, match="not a preset; if you trust it, decompress with --model"):
         Codec().decompress(blob)
 
 

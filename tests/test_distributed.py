@@ -7,7 +7,6 @@ the committed tiny one.
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import MODELS, corpus_file
+
+pytestmark = pytest.mark.launch
 
 TINY = str(MODELS / "tiny-llama")
 SETTINGS = ["-m", TINY, "--segment-tokens", "128", "--group-size", "2"]

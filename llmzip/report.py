@@ -1,0 +1,109 @@
+"""Reports for README: the machine line, corpus tables, and sections between markers.
+
+Every figure in README comes from a `bench/` script; each script measures, then hands its
+rows here, so the scripts hold no logic of their own. A section of README is the text
+between `<!-- NAME results: start -->` and `<!-- NAME results: end -->`, replaced whole.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from .bench import Row
+
+__all__ = ["machine", "corpus_files", "replace_section", "ordered", "pivot", "details",
+           "corpus_report"]
+
+
+def machine() -> str:
+    """CPU model, cores, torch and llmzip versions: what the figures depend on."""
+    import torch
+
+    from . import __version__
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, llmzip {__version__}"
+
+
+def corpus_files(corpus: Path, names=None) -> list[Path]:
+    """The named files of the corpus directory, or all of them, sorted."""
+    if names:
+        return [corpus / n for n in names]
+    return sorted(p for p in corpus.iterdir() if p.is_file())
+
+
+def replace_section(readme: Path, section: str, text: str) -> None:
+    start, end = f"<!-- {section} results: start -->", f"<!-- {section} results: end -->"
+    content = readme.read_text()
+    if start not in content or end not in content:
+        raise SystemExit(f"{readme}: missing the markers {start} / {end}")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
+def ordered(rows: list[Row]) -> list[Row]:
+    """Files by name; in each, the classical codecs in their usual order, then llmzip rows."""
+    def key(r):
+        ours = r.compressor.startswith("llmzip")
+        return r.file, ours, r.compressor if ours else ""
+    return sorted(rows, key=key)  # stable: classical rows keep their order
+
+
+def _short(compressor: str) -> str:
+    if compressor.startswith("llmzip"):
+        return compressor.rsplit(" (", 1)[0]
+    return compressor.split(" (")[0]
+
+
+def pivot(rows: list[Row]) -> str:
+    """Bits per byte: a row per file, a column per compressor, the best in bold."""
+    files = list(dict.fromkeys(r.file for r in rows))
+    comps = list(dict.fromkeys(r.compressor for r in rows))
+    lines = ["| file | bytes | " + " | ".join(map(_short, comps)) + " |",
+             "|---|---:|" + "---:|" * len(comps)]
+    for f in files:
+        by = {r.compressor: r for r in rows if r.file == f}
+        best = min(r.bpb for r in by.values())
+        cells = ["" if c not in by else
+                 (f"**{by[c].bpb:.3f}**" if by[c].bpb == best else f"{by[c].bpb:.3f}")
+                 for c in comps]
+        lines.append(f"| {f} | {next(iter(by.values())).bytes:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def details(rows: list[Row]) -> str:
+    """llmzip rows: code length against cross-entropy, two-part size, speed and memory."""
+    lines = ["| file | model | bits/byte | model cross-entropy | coder overhead | archive + model "
+             "| compress KB/s | decompress KB/s | peak RSS MB | round trip |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        if not r.compressor.startswith("llmzip"):
+            continue
+        ce = "" if r.cross_entropy_bpb is None else f"{r.cross_entropy_bpb:.3f}"
+        ovh = "" if r.overhead_pct is None else f"{r.overhead_pct:+.3f}%"
+        lines.append(
+            f"| {r.file} | {r.compressor.removeprefix('llmzip ')} | {r.bpb:.3f} | {ce} | {ovh} "
+            f"| {r.two_part_bpb:.1f} | {r.bytes / 1000 / r.compress_s:.2f} "
+            f"| {r.bytes / 1000 / r.decompress_s:.2f} | {r.peak_rss_mb:.0f} "
+            f"| {'ok' if r.roundtrip_ok else 'FAILED'} |")
+    return "\n".join(lines)
+
+
+def corpus_report(rows: list[Row], header: str, section: str) -> str:
+    return "\n\n".join([
+        header, "Bits per byte (lower is better; **bold** is the best on the file):",
+        pivot(rows), "llmzip in detail (model cross-entropy is what an ideal coder would "
+        "reach; `archive + model` counts the model file too, the two-part MDL view):",
+        details(rows), f"![bits per byte per file](bench/results/{section}.png)",
+        "Every row is a real round trip, decompressed and compared. Full table with timings: "
+        f"[bench/results/{section}.md](bench/results/{section}.md); regenerate with "
+        "`make bench`."])
