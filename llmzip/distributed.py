@@ -13,6 +13,7 @@ all raise an error that names it, so no process waits forever and nothing is wri
 
 from __future__ import annotations
 
+import datetime
 import os
 
 from .errors import LlmzipError
@@ -43,9 +44,15 @@ class Team:
 class AccelerateTeam(Team):
     """Processes started by `accelerate launch` or `torchrun`, talking over gloo."""
 
+    # How long a process may wait for the others at one step. torch's default, 30 minutes,
+    # would end a run whose processes finish their own files hours apart; a process that
+    # dies breaks the connection at once, whatever this is.
+    WAIT = datetime.timedelta(days=7)
+
     def __init__(self):
         from accelerate import PartialState
-        self.state = PartialState(cpu=True)  # objects only: gloo works on any machine
+        # objects only: gloo works on any machine
+        self.state = PartialState(cpu=True, timeout=self.WAIT)
         self.rank, self.size = self.state.process_index, self.state.num_processes
 
     def all_gather(self, obj) -> list:

@@ -21,6 +21,7 @@ import torch
 from .arithmetic import frequencies
 from .container import Arithmetic
 from .tables import exp_table as _exp_table_np
+from .tables import grown
 from .tables import rope_table as _rope_table_np
 from .tables import sigmoid_table as _sigmoid_table_np
 
@@ -327,27 +328,18 @@ class ExactTransformer:
             raise AssertionError("attention bounds exceed 2^53")
 
     def digest(self) -> bytes:
-        h = hashlib.blake2b(digest_size=16)
-        h.update(ARITHMETIC_VERSION + self.arch.encode())
-        h.update(np.array([self.n_heads, self.n_kv, self.head_dim], np.int64).tobytes())
-        h.update(np.array([self.eps, self.q_factor], np.float64).tobytes())
-        h.update(self.embed.contiguous().numpy().tobytes())
-        for layer in self.layers:
-            for lin in (layer.qkv, layer.o, layer.gate_up, layer.down):
-                lin.digest_into(h)
-            for t in (layer.k_scale, layer.v_scale, layer.q_gain, layer.k_gain,
-                      layer.post_attn_gain, layer.post_ffn_gain):
-                if t is not None:
-                    h.update(t.contiguous().numpy().tobytes())
-            h.update(np.array([layer.theta, layer.window or 0], np.float64).tobytes())
-        self.lm_head.digest_into(h)
-        return h.digest()
+        from .network import network_digest
+        layers = [((layer.qkv, layer.o, layer.gate_up, layer.down),
+                   [t.contiguous().numpy() for t in (layer.k_scale, layer.v_scale, layer.q_gain,
+                    layer.k_gain, layer.post_attn_gain, layer.post_ffn_gain) if t is not None],
+                   layer.theta, layer.window or 0) for layer in self.layers]
+        return network_digest(ARITHMETIC_VERSION, self.arch, (self.n_heads, self.n_kv,
+                              self.head_dim), (self.eps, self.q_factor),
+                              self.embed.contiguous().numpy(), layers, self.lm_head)
 
     def rope(self, theta: float, n_pos: int):
-        have = self._rope.get(theta)
-        if have is None or have[0].shape[0] < n_pos:
-            self._rope[theta] = _rope_table(theta, self.head_dim, max(n_pos, 2048 + 1))
-        return self._rope[theta]
+        return grown(self._rope, theta, n_pos,
+                     lambda n: _rope_table(theta, self.head_dim, max(n, 2048 + 1)))
 
     # --- per-token pieces shared by the full forward and the steps --------------------------
 

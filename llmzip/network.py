@@ -22,7 +22,7 @@ import numpy as np
 
 from . import arithmetic as ar
 from .kernels import attend_cached, products_blas, products_int32, transposed_float32
-from .tables import rope_table
+from .tables import grown, rope_table
 
 __all__ = ["ARCHITECTURES", "ExactNetwork", "Stepper", "quantize_checkpoint", "supports"]
 
@@ -161,6 +161,26 @@ def _layer_arrays(state: dict, arch: dict, gains, i: int) -> dict:
     return arrays
 
 
+def network_digest(version: bytes, arch: str, heads: tuple, factors: tuple, embed, layers,
+                   lm_head) -> bytes:
+    """The fingerprint's network part, for exact-v3 and (`legacy`) exact-v2 alike: the
+    version, shapes and factors, the embedding table, then per layer its linears (their own
+    `digest_into`), its other arrays, RoPE base and window, then the head."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(version + arch.encode())
+    h.update(np.array(heads, np.int64).tobytes())
+    h.update(np.array(factors, np.float64).tobytes())
+    h.update(np.ascontiguousarray(embed).tobytes())
+    for linears, arrays, theta, window in layers:
+        for lin in linears:
+            lin.digest_into(h)
+        for a in arrays:
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(np.array([theta, window], np.float64).tobytes())
+    lm_head.digest_into(h)
+    return h.digest()
+
+
 class ExactNetwork:
     """A Llama or Gemma 3 decoder whose every number is reproducible bit for bit."""
 
@@ -188,28 +208,18 @@ class ExactNetwork:
 
     def digest(self) -> bytes:
         """BLAKE2b-128 of the arithmetic's version and everything a probability depends on."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(ar.VERSION.encode() + self.arch_name.encode())
-        h.update(np.array([self.n_heads, self.n_kv, self.head_dim], np.int64).tobytes())
-        h.update(np.array([self.eps, self.q_factor], np.float64).tobytes())
-        h.update(np.ascontiguousarray(self.embed).tobytes())
-        for layer in self.layers:
-            for lin in (layer.qkv, layer.o, layer.gate_up, layer.down):
-                lin.digest_into(h)
-            for name in ("q", "k", "post_attn", "post_ffn"):
-                if name in layer.norms:
-                    h.update(np.ascontiguousarray(layer.norms[name]).tobytes())
-            h.update(np.array([layer.theta, layer.window], np.float64).tobytes())
-        self.lm_head.digest_into(h)
-        return h.digest()
+        layers = [((layer.qkv, layer.o, layer.gate_up, layer.down),
+                   [layer.norms[n] for n in ("q", "k", "post_attn", "post_ffn") if n in layer.norms],
+                   layer.theta, layer.window) for layer in self.layers]
+        return network_digest(ar.VERSION.encode(), self.arch_name, (self.n_heads, self.n_kv,
+                              self.head_dim), (self.eps, self.q_factor), self.embed, layers,
+                              self.lm_head)
 
     # --- one forward step, shared by the encoder and the decoder ---------------------------
 
     def rope(self, theta: float, n_pos: int):
-        have = self._rope.get(theta)
-        if have is None or have[0].shape[0] < n_pos:
-            self._rope[theta] = rope_table(theta, self.head_dim, max(n_pos, 4096 + 1))
-        return self._rope[theta]
+        return grown(self._rope, theta, n_pos,
+                     lambda n: rope_table(theta, self.head_dim, max(n, 4096 + 1)))
 
     def embed_rows(self, ids: np.ndarray) -> np.ndarray:
         h = self.embed[ids].astype(np.float64)

@@ -88,3 +88,12 @@ def rope_table(theta: float, head_dim: int, n_pos: int) -> tuple[np.ndarray, np.
             sin[pos, i] = s / one
             c, s = (c * c1 - s * s1) >> fbits, (s * c1 + c * s1) >> fbits
     return np.concatenate([cos, cos], axis=1), np.concatenate([sin, sin], axis=1)
+
+
+def grown(cache: dict, key, n_pos: int, build):
+    """A table cached under key, covering at least n_pos positions: built once, and again
+    only when a longer one is asked for (build(n_pos) makes it)."""
+    have = cache.get(key)
+    if have is None or have[0].shape[0] < n_pos:
+        cache[key] = build(n_pos)
+    return cache[key]
