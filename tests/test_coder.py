@@ -15,8 +15,10 @@ def _tables(rng, n, vocab, sharp=6.0):
 
 
 def _sample(rng, freqs):
-    p = freqs / freqs.sum(axis=1, keepdims=True)
-    return np.array([rng.choice(len(row), p=row) for row in p])
+    """One token per row, drawn from its frequencies (inverse CDF, all rows at once)."""
+    cdf = np.cumsum(freqs, axis=1)
+    draws = rng.integers(0, cdf[:, -1:], size=(len(freqs), 1))
+    return (cdf > draws).argmax(axis=1)
 
 
 def _encode(two_level, steps):
