@@ -28,7 +28,7 @@ from pathlib import Path
 
 import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
 from llmzip import bench
-from llmzip.report import machine, replace_section
+from llmzip.report import machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
@@ -140,11 +140,7 @@ def main() -> None:
         f"{unseen:.3f}: {unseen / seen:.2f}x. `archive + model` adds the model file, the "
         "two-part code length: at this size it is all model.", "",
         "![bits per byte: seen, unseen, shuffled, random](bench/results/memorization.png)"])
-    (RESULTS / "memorization.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (RESULTS / "memorization.md").write_text(text + "\n")
-    print(text)
-    if not args.no_readme:
-        replace_section(ROOT / "README.md", "memorization", text)
+    publish(ROOT, "memorization", text, rows, readme=not args.no_readme)
     if not all(r["roundtrip_ok"] for r in rows):
         raise SystemExit("a round trip FAILED")
 

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
 from llmzip.measure import run_phase
-from llmzip.report import machine, replace_section
+from llmzip.report import machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 
 
 def phases(path: Path, n_bytes: int | None, group_size: int, work: Path) -> list[dict]:
@@ -79,13 +78,8 @@ def main() -> None:
     header = (f"Measured {date} on {machine()}; `bench/scale.py`, {scope}, groups of "
               f"{args.group_size} segments, nothing else running.")
     text = report(rows, header)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps({"date": date, "machine": machine(),
-                                                    "rows": rows}, indent=1) + "\n")
-    (RESULTS / "scale.md").write_text(text + "\n")
-    print(text)
-    if not args.no_readme:
-        replace_section(ROOT / "README.md", "scale", text)
+    publish(ROOT, "scale", text, {"date": date, "machine": machine(), "rows": rows},
+            readme=not args.no_readme)
 
 
 if __name__ == "__main__":

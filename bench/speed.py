@@ -20,10 +20,9 @@ from pathlib import Path
 
 import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
 from llmzip.measure import busy_neighbour, run_phase
-from llmzip.report import machine, replace_section
+from llmzip.report import machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 BIG_BYTES = 1_000_000
 
 
@@ -110,13 +109,8 @@ def main() -> None:
     header = (f"Measured {date} on {machine()}; `bench/speed.py`, every phase in a fresh "
               "process, nothing else running.")
     text = report(rows, start_s, header)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps({"date": date, "machine": machine(),
-                                                    "startup_s": start_s, "rows": rows}, indent=1))
-    (RESULTS / "speed.md").write_text(text + "\n")
-    print(text)
-    if not args.no_readme:
-        replace_section(ROOT / "README.md", "speed", text)
+    publish(ROOT, "speed", text, {"date": date, "machine": machine(), "startup_s": start_s,
+                                  "rows": rows}, readme=not args.no_readme)
     if not all(r["ok"] for r in rows):
         raise SystemExit("a round trip FAILED")
 

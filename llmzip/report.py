@@ -7,13 +7,14 @@ between `<!-- NAME results: start -->` and `<!-- NAME results: end -->`, replace
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
 
 from .bench import Row
 
-__all__ = ["machine", "corpus_files", "replace_section", "ordered", "pivot", "details",
+__all__ = ["machine", "corpus_files", "replace_section", "publish", "ordered", "pivot", "details",
            "corpus_report"]
 
 
@@ -63,6 +64,18 @@ def replace_section(readme: Path, section: str, text: str) -> None:
     head, rest = content.split(start, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
+def publish(root: Path, section: str, text: str, data, readme: bool = True) -> None:
+    """A bench script's last step: bench/results/SECTION.json (the measurements) and .md
+    (the report), the report printed, and README's SECTION block replaced with it."""
+    results = root / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{section}.json").write_text(json.dumps(data, indent=1) + "\n")
+    (results / f"{section}.md").write_text(text + "\n")
+    print(text)
+    if readme:
+        replace_section(root / "README.md", section, text)
 
 
 def ordered(rows: list[Row]) -> list[Row]:
