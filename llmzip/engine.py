@@ -88,13 +88,16 @@ class ExactEngine:
         self.context_start_id = model.context_start_id
         self._fingerprint = _fingerprint(digest, model)
         self.device = None  # products on the CPU (numpy BLAS, numba)
+        self._placed = None  # the torch device string of `device`, if any
 
     def place(self, device: str) -> None:
         """Run the matrix products on a torch device ('cuda', 'auto', 'cpu'...): the same
         integers anywhere (`device`)."""
         from .device import DeviceProducts, resolve_device
         resolved = resolve_device(device)
-        self.device = DeviceProducts(resolved) if resolved else None
+        if resolved != self._placed:  # weights uploaded once per device, not once per call
+            self.device = DeviceProducts(resolved) if resolved else None
+            self._placed = resolved
 
     def fingerprint(self) -> bytes:
         return self._fingerprint
