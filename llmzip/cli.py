@@ -386,8 +386,11 @@ class _Team:
 @click.option("--group-size", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Segments decoded side by side (decoder memory with the default model: "
               "~13 MB per segment per 1,000 tokens).")
+@click.option("--adapt", type=click.Choice(["counts", "none"]), default="counts",
+              show_default=True, help="counts: mix in what followed each recent context in "
+              "the file so far (learns names and repeats); none: the model alone.")
 def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive, device, model,
-             arithmetic, segment_tokens, group_size):
+             arithmetic, segment_tokens, group_size, adapt):
     """Compress FILES to FILE.llmz (- reads standard input).
 
     With -c, the archives go to standard output back to back, as gzip's members do: that
@@ -396,7 +399,7 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
     from .jobs import expand
     run = _Team(lambda team: Codec(model, team, arithmetic=arithmetic, threads=threads,
                                    segment_tokens=segment_tokens, group_size=group_size,
-                                   device=device))
+                                   adapt=adapt, device=device))
     names = expand(files, recursive, lambda p: not p.name.endswith(SUFFIX))
     targets = dict(_targets(names, output, to_stdout, _archive_name))
     for job in run.jobs(names, one_stream=to_stdout or bool(output)):
@@ -534,7 +537,8 @@ def _format_info(label: str, f: dict) -> str:
         lines.append(f"  model      {m['name']} (fingerprint {m['fingerprint'][:16]}), "
                      f"{m['arithmetic']} arithmetic")
         lines.append(f"  settings   segments of <= {m['segment_tokens']} tokens, groups of "
-                     f"{m['group_size']}, buckets of {m['bucket_size']}"
+                     f"{m['group_size']}, buckets of {m['bucket_size']}, adaptation "
+                     f"{m['adaptation']}"
                      + (f", {m['threads']} threads, {m['runtime']}" if m['threads'] else ""))
         n_streams = len(f["stream_bytes"])
         lines.append(f"  decoding   {f['model_tokens']:,} tokens through the model for "

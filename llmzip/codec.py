@@ -170,8 +170,8 @@ class Codec:
             return segments, modelcoding.Coded({}, []), engine
         self.machine.apply_threads()
         coded = modelcoding.encode(engine, segments, candidates, s.group_size,
-                                   engine.full_forward and s.encoder == "full", self.team,
-                                   progress, observe)
+                                   engine.full_forward and s.encoder == "full",
+                                   s.adaptation_enum(), self.team, progress, observe)
         return segments, coded, engine
 
     def _model_info(self, engine) -> ModelInfo:
@@ -179,7 +179,8 @@ class Codec:
         return ModelInfo(s.model_name, engine.fingerprint(), engine.arithmetic, s.segment_tokens,
                          s.group_size, default_bucket_size(engine.vocab_size),
                          threads=0 if exact else self.machine.torch_threads(),
-                         runtime="" if exact else engine.runtime())
+                         runtime="" if exact else engine.runtime(),
+                         adaptation=s.adaptation_enum())
 
     # --- decompression ---------------------------------------------------------------------
 

@@ -23,14 +23,19 @@ from dataclasses import dataclass, field
 from .errors import CorruptArchiveError
 
 __all__ = [
-    "MAGIC", "FORMAT_VERSION", "Method", "Arithmetic", "ModelInfo", "Block", "Header",
+    "MAGIC", "FORMAT_VERSION", "READ_VERSIONS", "Method", "Arithmetic", "Adaptation",
+    "ModelInfo", "Block", "Header",
     "pack", "unpack", "describe", "split_members", "check_bucket_size",
     "MAX_SEGMENT_TOKENS", "MAX_GROUP_SIZE", "MAX_BUCKET_SIZE", "MAX_BUCKETS", "MAX_THREADS",
     "MAX_TOKENS_PER_BYTE",
 ]
 
 MAGIC = b"LLMZ"
-FORMAT_VERSION = 1
+# The version byte is the version needed to read an archive: 2 only when it records an
+# adaptation, so a pure-model archive stays version 1, byte for byte what llmzip 0.1 and
+# 0.2 wrote and can read.
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 CHECKSUM_BYTES = 8
 FINGERPRINT_BYTES = 16
 CRC_BYTES = 4
@@ -79,6 +84,17 @@ class Arithmetic(enum.IntEnum):
         return {1: "float", 2: "exact-v2", 3: "exact-v3"}[self.value]
 
 
+class Adaptation(enum.IntEnum):
+    """What the encoder mixed into the model's tables (`adapt`); the decoder must do the same."""
+
+    NONE = 0  # the model's tables as they are
+    COUNTS = 1  # token counts of the group, mixed in the log domain (adapt, version 1)
+
+    @property
+    def label(self) -> str:
+        return {0: "none", 1: "counts"}[self.value]
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a decoder must reproduce to read the MODEL blocks."""
@@ -91,6 +107,11 @@ class ModelInfo:
     bucket_size: int  # two-level coding: tokens per bucket
     threads: int = 0  # FLOAT only: torch threads the encoder ran with
     runtime: str = ""  # FLOAT only: torch version and CPU architecture
+    adaptation: Adaptation = Adaptation.NONE  # format version 2 and up
+
+    @property
+    def format_version(self) -> int:
+        return 2 if self.adaptation != Adaptation.NONE else 1
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,8 @@ def _header_bytes(h: Header) -> bytes:
         out += _short_string(m.name)
         out += m.fingerprint
         out += _varint(m.segment_tokens) + _varint(m.group_size) + _varint(m.bucket_size)
+        if m.format_version >= 2:
+            out.append(int(m.adaptation))
         if m.arithmetic == Arithmetic.FLOAT:
             out += _varint(m.threads) + _short_string(m.runtime)
     out += _varint(len(h.blocks))
@@ -166,7 +189,7 @@ def pack(header: Header, payloads: list[bytes], streams: list[bytes]) -> bytes:
     header.stream_sizes = [len(s) for s in streams]
     body = _header_bytes(header)
     out = bytearray(MAGIC)
-    out.append(FORMAT_VERSION)
+    out.append(header.model.format_version if header.model else 1)
     out += _varint(len(body)) + body
     for p in payloads:
         out += p
@@ -231,23 +254,27 @@ def _check_envelope(blob: bytes) -> None:
     if zlib.crc32(blob[:-CRC_BYTES]) != stored:
         raise CorruptArchiveError("archive is damaged or truncated (CRC-32 mismatch)")
     version = blob[len(MAGIC)]
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise CorruptArchiveError(f"archive format version {version} is not supported by this "
-                                  f"llmzip (it reads version {FORMAT_VERSION}); upgrade llmzip")
+                                  f"llmzip (it reads versions {READ_VERSIONS[0]} to "
+                                  f"{READ_VERSIONS[-1]}); upgrade llmzip")
 
 
-def _read_model(r: _Reader, arithmetic: Arithmetic) -> ModelInfo:
+def _read_model(r: _Reader, arithmetic: Arithmetic, version: int) -> ModelInfo:
     name = r.string("model name")
     fingerprint = r.take(FINGERPRINT_BYTES, "model fingerprint")
     segment_tokens = r.varint("segment length")
     group_size = r.varint("group size")
     bucket_size = r.varint("bucket size")
+    adaptation = Adaptation.NONE
+    if version >= 2:
+        adaptation = _enum(Adaptation, r.byte("adaptation"), "adaptation")
     threads, runtime = 0, ""
     if arithmetic == Arithmetic.FLOAT:
         threads = r.varint("thread count")
         runtime = r.string("runtime")
     return ModelInfo(name, fingerprint, arithmetic, segment_tokens, group_size, bucket_size,
-                     threads, runtime)
+                     threads, runtime, adaptation)
 
 
 def _read_blocks(r: _Reader) -> list[Block]:
@@ -276,7 +303,8 @@ def _read_header(blob: bytes, start: int, end: int) -> tuple[Header, int]:
     original_size = hr.varint("original size")
     checksum = hr.take(CHECKSUM_BYTES, "content checksum")
     arith = hr.byte("arithmetic")
-    model = None if arith == 0 else _read_model(hr, _enum(Arithmetic, arith, "arithmetic"))
+    model = None if arith == 0 else _read_model(hr, _enum(Arithmetic, arith, "arithmetic"),
+                                                blob[start + len(MAGIC)])
     if model is not None:
         _check_model(model)  # before its group size divides anything
     blocks = _read_blocks(hr)
@@ -389,7 +417,7 @@ def unpack(blob: bytes) -> tuple[Header, list[bytes], list[bytes]]:
 def _member_end(blob: bytes, start: int) -> int | None:
     """Where the archive starting at blob[start] ends, if a whole, CRC-checked one does."""
     if blob[start:start + len(MAGIC)] != MAGIC or len(blob) - start < len(MAGIC) + 1 + CRC_BYTES \
-            or blob[start + len(MAGIC)] != FORMAT_VERSION:
+            or blob[start + len(MAGIC)] not in READ_VERSIONS:
         return None
     try:
         header, pos = _read_header(blob, start, len(blob))
@@ -448,7 +476,7 @@ def describe(blob: bytes) -> dict:
     m = header.model
     model_blocks = header.model_blocks()
     facts = {
-        "format_version": FORMAT_VERSION,
+        "format_version": blob[len(MAGIC)],
         "original_bytes": header.original_size,
         "archive_bytes": len(blob),
         "bpb": 8 * len(blob) / header.original_size if header.original_size else 0.0,
@@ -456,8 +484,8 @@ def describe(blob: bytes) -> dict:
         "model": None if m is None else {
             "name": m.name, "fingerprint": m.fingerprint.hex(),
             "arithmetic": m.arithmetic.label, "segment_tokens": m.segment_tokens,
-            "group_size": m.group_size, "bucket_size": m.bucket_size, "threads": m.threads,
-            "runtime": m.runtime},
+            "group_size": m.group_size, "bucket_size": m.bucket_size,
+            "adaptation": m.adaptation.label, "threads": m.threads, "runtime": m.runtime},
         "blocks": [{"method": b.method.name.lower(), "bytes": b.raw_size,
                     "payload_bytes": b.payload_size, "tokens": b.n_tokens}
                    for b in header.blocks],

@@ -48,8 +48,9 @@ class Engine(Protocol):
 
     def cache_bytes(self, n_rows: int, max_len: int) -> int: ...
 
-    def full_tables(self, ids: list[int]) -> Iterator[np.ndarray]:
-        """Frequencies for every position of a segment, in chunks (where full_forward)."""
+    def full_tables(self, ids: list[int], chunk_rows: int | None = None) -> Iterator[np.ndarray]:
+        """Frequencies for every position of a segment, in chunks of chunk_rows positions
+        (default: the engine's choice), where full_forward."""
 
 
 def _keep_large_allocations() -> None:
@@ -102,9 +103,9 @@ class ExactEngine:
     def fingerprint(self) -> bytes:
         return self._fingerprint
 
-    def full_tables(self, ids: list[int]) -> Iterator[np.ndarray]:
+    def full_tables(self, ids: list[int], chunk_rows: int | None = None) -> Iterator[np.ndarray]:
         inputs = np.array([self.context_start_id, *ids[:-1]], dtype=np.int64)
-        return self.net.full_tables(inputs, self.device)
+        return self.net.full_tables(inputs, self.device, chunk_rows)
 
     def stepper(self, n_rows: int, max_len: int):
         return self._stepper_class(self.net, n_rows, max_len, self.device)

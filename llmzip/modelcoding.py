@@ -14,16 +14,21 @@ of groups at a time in lockstep (`lockstep`), and process 0 gathers the bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from . import lockstep
 from . import segments as seg
+from .adapt import adapter_for
 from .coder import CoderRows, StreamDecoder, TwoLevel, default_bucket_size, encode_group
 from .distributed import shares
 from .errors import CorruptArchiveError
 
 __all__ = ["Coded", "encode", "decode"]
+
+
+GROUP_TABLE_ENTRIES = 2**24  # the encoder's tables in memory at once: 128 MiB of int64
 
 
 def groups_of(items: list, size: int) -> list[list]:
@@ -48,27 +53,32 @@ class _Share:
     groups: list[tuple[tuple[int, ...], bytes]]
 
 
-def encode(engine, segments, candidates, group_size, full_forward, team, progress, observe
-           ) -> Coded | None:
+def encode(engine, segments, candidates, group_size, full_forward, adaptation, team, progress,
+           observe) -> Coded | None:
     """The streams of a file's model-coded segments (None on processes other than 0)."""
     two_level = TwoLevel(engine.vocab_size, default_bucket_size(engine.vocab_size))
-    rows_of = _rows_full if full_forward else _rows_stepped
+    rows_of = partial(_rows_full if full_forward else _rows_stepped, adaptation=adaptation)
     groups = groups_of(candidates, group_size)
     mine = shares([sum(len(segments[i].ids) for i in g) for g in groups], team.size)[team.rank]
     my_candidates = [i for g in groups[mine.start:mine.stop] for i in g]
     tracker = lockstep.Progress(progress, sum(len(segments[i].ids) for i in my_candidates))
     ratio = seg.lzma_ratio([segments[i].raw for i in candidates])
     share = team.agree(_code_share, engine, two_level, rows_of, segments, my_candidates,
-                       ratio, group_size, tracker, observe)
+                       ratio, group_size, adaptation, tracker, observe)
     parts = team.gather(share)
     if parts is None:
         return None
     return _assemble(parts, engine, two_level, rows_of, segments, group_size)
 
 
-def _code_share(engine, two_level, rows_of, segments, candidates, ratio, group_size, tracker,
-                observe) -> _Share:
+def _code_share(engine, two_level, rows_of, segments, candidates, ratio, group_size,
+                adaptation, tracker, observe) -> _Share:
+    """Rows of every candidate, in groups of group_size (an adapter's scope), and the
+    stream of each group of model-coded segments whose rows are valid as they stand: with
+    adaptation, only a group that was adapted together (a segment that went to LZMA
+    regroups those after it; `_assemble` codes them again)."""
     share, pending = _Share([], []), []
+    together = {tuple(g) for g in groups_of(candidates, group_size)} if adaptation else None
     rows_iter = rows_of(engine, two_level, [segments[i] for i in candidates], group_size,
                         tracker, observe)
     for i, rows in zip(candidates, rows_iter):
@@ -77,8 +87,9 @@ def _code_share(engine, two_level, rows_of, segments, candidates, ratio, group_s
         if gain > 0 or not engine.batch_invariant:  # a float group's layout is fixed
             pending.append((i, rows))
         if pending and (len(pending) == group_size or i == candidates[-1]):
-            share.groups.append((tuple(j for j, _ in pending),
-                                 encode_group([r for _, r in pending])))
+            members = tuple(j for j, _ in pending)
+            if together is None or members in together:
+                share.groups.append((members, encode_group([r for _, r in pending])))
             pending = []
     return share
 
@@ -91,39 +102,61 @@ def _assemble(parts, engine, two_level, rows_of, segments, group_size) -> Coded:
     if sum(gain for _, gain, _ in coded) < seg.MODEL_HEADER_BYTES:
         return Coded({}, [])  # naming the model would cost more than it saves
     known = {members: stream for part in parts for members, stream in part.groups}
-    streams = []
+    bits, streams = {i: b for i, _, b in coded}, []
     for group in groups_of([i for i, _, _ in coded], group_size):
         stream = known.get(tuple(group))
         if stream is None:
-            rows = rows_of(engine, two_level, [segments[i] for i in group], group_size,
-                           lockstep.Progress(None, 0), None)
-            stream = encode_group(list(rows))
+            rows = list(rows_of(engine, two_level, [segments[i] for i in group], group_size,
+                                lockstep.Progress(None, 0), None))
+            bits.update((i, r.xent_bits) for i, r in zip(group, rows))
+            stream = encode_group(rows)
         streams.append(stream)
-    return Coded({i: bits for i, _, bits in coded}, streams)
+    return Coded(bits, streams)
 
 
-def _rows_full(engine, two_level, segments, group_size, tracker, observe):
+def _rows_full(engine, two_level, segments, group_size, tracker, observe, adaptation):
     """Exact arithmetic: one full-sequence forward per segment, in chunks of positions;
-    yields each segment's coder rows."""
-    for segment in segments:
-        parts, pos = [], 0
-        for freqs in engine.full_tables(list(segment.ids)):
-            parts.append(two_level.split(freqs, np.asarray(segment.ids[pos:pos + len(freqs)])))
-            if observe:
-                observe(segment.start, freqs)
-            pos += len(freqs)
-            tracker.tick(len(freqs), float(parts[-1].xent_bits.sum()))
-        yield CoderRows.concat(parts)
+    yields each segment's coder rows. With adaptation, the segments of a group advance
+    chunk by chunk together, and each chunk's tables are adapted step by step in the
+    order the decoder will see them (every chunk starts at the same position in every
+    segment)."""
+    for group in groups_of(segments, group_size):
+        adapter = adapter_for(adaptation, len(group))
+        rows = max(1, GROUP_TABLE_ENTRIES // (engine.vocab_size * len(group)))
+        chunks = [engine.full_tables(list(x.ids), rows) for x in group]
+        parts, pos = [[] for _ in group], 0
+        while pos < max(len(x.ids) for x in group):
+            tables = {i: next(c) for i, c in enumerate(chunks) if len(group[i].ids) > pos}
+            if adapter:
+                _adapt_chunk(adapter, group, tables, pos)
+            for i, freqs in tables.items():
+                parts[i].append(two_level.split(freqs, np.asarray(group[i].ids[pos:pos + len(freqs)])))
+                if observe:
+                    observe(group[i].start, freqs)
+                tracker.tick(len(freqs), float(parts[i][-1].xent_bits.sum()))
+            pos += max(len(f) for f in tables.values())
+        yield from (CoderRows.concat(p) for p in parts)
 
 
-def _rows_stepped(engine, two_level, segments, group_size, tracker, observe):
+def _adapt_chunk(adapter, group, tables: dict, pos: int) -> None:
+    """Adapt, in place, the tables of one chunk of positions of a group's segments."""
+    for t in range(max(len(f) for f in tables.values())):
+        active = [i for i, f in tables.items() if t < len(f)]
+        adapter.adjust([tables[i][t] for i in active], active)
+        adapter.learn([group[i].ids[pos + t] for i in active])
+
+
+def _rows_stepped(engine, two_level, segments, group_size, tracker, observe, adaptation):
     """The decoder's own KV-cached steps, group by group (the float engine's only way);
     yields each segment's coder rows."""
     for group in groups_of(segments, group_size):
-        parts = [[] for _ in group]
+        parts, adapter = [[] for _ in group], adapter_for(adaptation, len(group))
 
-        def known(t, freqs, active, group=group, parts=parts):
+        def known(t, freqs, active, group=group, parts=parts, adapter=adapter):
             tokens = np.array([group[i].ids[t] for i in active])
+            if adapter:
+                adapter.adjust(freqs, active)
+                adapter.learn(tokens)
             rows = two_level.split(freqs, tokens)
             for j, i in enumerate(active):
                 parts[i].append(rows.take(j))
@@ -146,16 +179,17 @@ def decode(engine, info, blocks, streams, tokenizer, machine, team, progress
     my_groups = groups[mine.start:mine.stop]
     tracker = lockstep.Progress(progress, sum(b.n_tokens for g, _ in my_groups for b in g))
     raws = team.agree(_decode_groups, engine, TwoLevel(engine.vocab_size, info.bucket_size),
-                      my_groups, tokenizer, machine, tracker)
+                      my_groups, info.adaptation, tokenizer, machine, tracker)
     parts = team.gather(raws)
     return None if parts is None else [raw for part in parts for raw in part]
 
 
-def _decode_groups(engine, two_level, groups, tokenizer, machine, tracker) -> list[bytes]:
+def _decode_groups(engine, two_level, groups, adaptation, tokenizer, machine, tracker
+                   ) -> list[bytes]:
     tuner = machine.tuner() if engine.batch_invariant and engine.full_forward else None
     out = []
     for wave in machine.waves(groups, engine) if groups else []:
-        ids = _decode_wave(engine, two_level, wave, tokenizer, tracker, tuner)
+        ids = _decode_wave(engine, two_level, wave, adaptation, tokenizer, tracker, tuner)
         for block, block_ids in zip([b for group, _ in wave for b in group], ids):
             raw = tokenizer.decode(block_ids)
             if len(raw) != block.raw_size:
@@ -165,13 +199,17 @@ def _decode_groups(engine, two_level, groups, tokenizer, machine, tracker) -> li
     return out
 
 
-def _decode_wave(engine, two_level, wave, tokenizer, tracker, tuner) -> list[list[int]]:
+def _decode_wave(engine, two_level, wave, adaptation, tokenizer, tracker, tuner
+                 ) -> list[list[int]]:
     """Token ids of every block of a wave of groups (in group, then block order): each
-    group's stream decodes its active blocks, in block order, at every step. A block whose
-    tokens spell more bytes than it declares stops the decoding at once."""
+    group's stream decodes its active blocks, in block order, at every step, its adapter
+    (if any) adapting their tables first. A block whose tokens spell more bytes than it
+    declares stops the decoding at once."""
     blocks = [b for group, _ in wave for b in group]
     group_of = [g for g, (group, _) in enumerate(wave) for _ in group]
+    first = [group_of.index(g) for g in range(len(wave))]  # each group's first block
     decoders = [StreamDecoder(stream, two_level) for _, stream in wave]
+    adapters = [adapter_for(adaptation, len(group)) for group, _ in wave]
     ids: list[list[int]] = [[] for _ in blocks]
     token_bytes = tokenizer.byte_lengths()
     spelled = np.zeros(len(blocks), np.int64)
@@ -182,7 +220,11 @@ def _decode_wave(engine, two_level, wave, tokenizer, tracker, tuner) -> list[lis
         for g, decoder in enumerate(decoders):
             mine = sorted((j for j, i in enumerate(active) if group_of[i] == g),
                           key=lambda j: active[j])  # the encoder's order: block order
-            if mine:
+            if mine and adapters[g]:
+                tables = adapters[g].adjust(freqs[mine], [active[j] - first[g] for j in mine])
+                tokens[mine] = decoder.decode(tables)
+                adapters[g].learn(tokens[mine])
+            elif mine:
                 tokens[mine] = decoder.decode(freqs[mine])
         spelled[active] += token_bytes[tokens]
         if (spelled[active] > declared[active]).any():

@@ -278,10 +278,11 @@ class ExactNetwork:
 
     # --- whole segments (encoder) --------------------------------------------------------------
 
-    def full_tables(self, ids: np.ndarray, device=None):
-        """Frequencies, in chunks of rows, for every position of a segment whose inputs
-        (the context start, then every token but the last) are ids. device: products on
-        a torch device (`device.DeviceProducts`), else float32 BLAS or int32 loops."""
+    def full_tables(self, ids: np.ndarray, device=None, chunk_rows: int | None = None):
+        """Frequencies, in chunks of chunk_rows rows (default: 2^24 entries), for every
+        position of a segment whose inputs (the context start, then every token but the
+        last) are ids. device: products on a torch device (`device.DeviceProducts`), else
+        float32 BLAS or int32 loops."""
         if len(ids) > ar.MAX_KEYS:
             raise ValueError(f"segment of {len(ids)} tokens exceeds the exact bound of {ar.MAX_KEYS}")
         positions = np.arange(len(ids))
@@ -291,10 +292,17 @@ class ExactNetwork:
         for layer in self.layers:
             h = self.layer(layer, h, positions, lambda q, k, v, layer=layer: self._attend_full(
                 layer, q, k, v, products), products)
-        head = _Blas(transposed_float32(self.lm_head.w8)) if many and not device else products
-        chunk = max(1, LOGIT_ELEMENTS // self.vocab_size)
+        head = _Blas(self._head32()) if many and not device else products
+        chunk = chunk_rows or max(1, LOGIT_ELEMENTS // self.vocab_size)
         for start in range(0, len(ids), chunk):
             yield ar.frequencies(self.logits(h[start:start + chunk], head))
+
+    def _head32(self) -> np.ndarray:
+        """The output head for float32 BLAS, converted once (113 MB with the default model):
+        a group's segments share it while their chunks advance together."""
+        if getattr(self, "_head32_cache", None) is None:
+            self._head32_cache = transposed_float32(self.lm_head.w8)
+        return self._head32_cache
 
     def _attend_full(self, layer: Layer, q, k, v, products) -> np.ndarray:
         """Causal (windowed) attention of a segment over itself, in blocks of QUERY_BLOCK

@@ -1,6 +1,7 @@
 """What a run is asked to do, checked where it is made.
 
-`Settings` are what an archive records (model, arithmetic, segment and group sizes);
+`Settings` are what an archive records (model, arithmetic, segment and group sizes,
+adaptation);
 `Machine` is how this machine runs (threads, the decoder's memory) and never changes an
 archive. Both are frozen and validated on construction: a bad value is a one-line
 LlmzipError, never a hang (`segment_tokens=0` once looped forever) or a silent fallback
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from .container import Arithmetic
+from .container import Adaptation, Arithmetic
 from .errors import LlmzipError
 
 __all__ = ["Settings", "Machine", "SEGMENT_TOKENS", "GROUP_SIZE"]
@@ -21,6 +22,7 @@ SEGMENT_TOKENS = (16, 2**14)  # the exact bounds allow 16,384 keys
 GROUP_SIZE = (1, 256)
 THREADS = (1, 1024)
 ARITHMETIC = {None: None, "auto": None, "exact": Arithmetic.EXACT_V3, "float": Arithmetic.FLOAT}
+ADAPTATION = {a.label: a for a in Adaptation}
 
 
 def _check_range(name: str, value, bounds: tuple[int, int], optional: bool = False) -> None:
@@ -40,12 +42,15 @@ class Settings:
     segment_tokens: int = 4096  # longest context; longer compresses better, decodes slower
     group_size: int = 8  # segments coded side by side in one range-coder stream
     encoder: str = "full"  # "full": one forward per segment (exact only); "stepped": steps
+    adapt: str = "counts"  # "counts": learn the file's token counts as it goes (`adapt`); "none"
 
     def __post_init__(self):
         if self.arithmetic not in ARITHMETIC:
             raise LlmzipError(f"unknown arithmetic {self.arithmetic!r} (exact or float)")
         if self.encoder not in ("full", "stepped"):
             raise LlmzipError(f"unknown encoder {self.encoder!r} (full or stepped)")
+        if self.adapt not in ADAPTATION:
+            raise LlmzipError(f"unknown adaptation {self.adapt!r} ({' or '.join(ADAPTATION)})")
         _check_range("segment_tokens", self.segment_tokens, SEGMENT_TOKENS)
         _check_range("group_size", self.group_size, GROUP_SIZE)
 
@@ -56,6 +61,9 @@ class Settings:
 
     def arithmetic_enum(self) -> Arithmetic | None:
         return ARITHMETIC[self.arithmetic]
+
+    def adaptation_enum(self) -> Adaptation:
+        return ADAPTATION[self.adapt]
 
     @staticmethod
     def split(model: str | None, options: dict) -> tuple["Settings", "Machine"]:

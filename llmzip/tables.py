@@ -97,3 +97,23 @@ def grown(cache: dict, key, n_pos: int, build):
     if have is None or have[0].shape[0] < n_pos:
         cache[key] = build(n_pos)
     return cache[key]
+
+
+def log_table(steps_per_nat: int, n: int) -> np.ndarray:
+    """L[c] = round(steps_per_nat * ln(2c + 1)) for c in 0..n, half to even: the log-odds, in
+    steps, of a count c against half a count (int64)."""
+    ctx = decimal.Context(prec=40)
+    return np.array([int(ctx.multiply(decimal.Decimal(steps_per_nat), ctx.ln(2 * c + 1))
+                         .to_integral_value(rounding=decimal.ROUND_HALF_EVEN))
+                     for c in range(n + 1)], dtype=np.int64)
+
+
+def exp_multipliers(steps_per_nat: int, bits: int, limit: int) -> np.ndarray:
+    """M[k + limit] = round(2^bits * exp(k / steps_per_nat)) for k in -limit..limit, half to
+    even (int64): multiplying by M and shifting right by `bits` scales by exp(k / steps)."""
+    ctx = decimal.Context(prec=40)
+    scale = decimal.Decimal(2) ** bits
+    return np.array([int(ctx.multiply(scale, ctx.exp(ctx.divide(decimal.Decimal(k),
+                                                                decimal.Decimal(steps_per_nat))))
+                         .to_integral_value(rounding=decimal.ROUND_HALF_EVEN))
+                     for k in range(-limit, limit + 1)], dtype=np.int64)

@@ -195,15 +195,17 @@ def test_exact_v2_golden_archives_still_decode(name):
     assert Codec(model).decompress(blob) == (GOLDEN / f"{name}-exact-v2.orig").read_bytes()
 
 
+@pytest.mark.parametrize("adapt, suffix", [("none", ""), ("counts", "-counts")])
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
-def test_exact_v3_golden_archives_are_reproduced_byte_for_byte(name, monkeypatch):
-    """exact-v3 on any machine writes exactly these bytes for these texts (the archive
-    records the model name as given: a path relative to tests/)."""
+def test_exact_v3_golden_archives_are_reproduced_byte_for_byte(name, adapt, suffix, monkeypatch):
+    """exact-v3 on any machine writes exactly these bytes for these texts, with the model
+    alone (format 1, as llmzip 0.2 wrote) and adapted (format 2); the archive records the
+    model name as given: a path relative to tests/."""
     monkeypatch.chdir(Path(__file__).parent)
     original = (GOLDEN / f"{name}-exact-v3.orig").read_bytes()
     model = f"models/{name}"
-    blob = Codec(model, segment_tokens=48, group_size=3).compress(original)
-    assert blob == (GOLDEN / f"{name}-exact-v3.llmz").read_bytes()
+    blob = Codec(model, segment_tokens=48, group_size=3, adapt=adapt).compress(original)
+    assert blob == (GOLDEN / f"{name}-exact-v3{suffix}.llmz").read_bytes()
     assert Codec(model).decompress(blob) == original
 
 

@@ -51,15 +51,16 @@ def test_archive_from_one_thread_decodes_with_two_threads():
     assert Codec(threads=2).decompress(blob) == data
 
 
+@pytest.mark.parametrize("adapt, suffix", [("none", ""), ("counts", "-counts")])
 @pytest.mark.parametrize("preset", PRESETS)
-def test_golden_archive_is_reproduced_byte_for_byte(preset):
+def test_golden_archive_is_reproduced_byte_for_byte(preset, adapt, suffix):
     """exact-v3 is machine-independent: this file, made once, must be what any machine
-    writes for the same text, and must decode here."""
+    writes for the same text, with the model alone or adapted, and must decode here."""
     if not _installed(preset):
         pytest.skip(f"{preset} is not installed")
     original = (GOLDEN / f"{preset}-exact-v3.orig").read_bytes()
-    blob = Codec(preset, **GOLDEN_SETTINGS).compress(original)
-    assert blob == (GOLDEN / f"{preset}-exact-v3.llmz").read_bytes()
+    blob = Codec(preset, adapt=adapt, **GOLDEN_SETTINGS).compress(original)
+    assert blob == (GOLDEN / f"{preset}-exact-v3{suffix}.llmz").read_bytes()
     assert Codec().decompress(blob) == original
 
 

@@ -1,0 +1,143 @@
+"""Learning the file while coding it: token counts mixed into the model's tables, exactly.
+
+The model knows language; it does not know this file beyond its context window. The rows of a
+group step in lockstep (`lockstep`), so at step t every row's tokens before t are known to
+encoder and decoder alike: counts of what followed each recent context (the last 1, 2, 3,
+4 or 6 tokens) in any row of the group are a file-specific predictor that parallel decoding
+does not lose. A token t gets a bias, in the log domain (geometric mixing, a product of
+experts):
+
+    p'(t) ~ p(t) * exp(sum_k w[s, k] * ln(2 c_k(t) + 1))
+
+where c_k(t) counts t after the row's last k tokens and s is the model's confidence bucket
+(its top probability in quarters), so that the mixer learns, per bucket, how far to trust the
+counts over the model. The weights follow the gradient of the code length, once per step.
+
+Only tokens that followed the longest context seen before get a bias (the rest keep the model's
+frequency), so a step costs a few dict lookups and a sparse update, not a pass over the
+vocabulary. Every number is an integer: counts, logs and exps from decimal-built tables
+(`tables`), weights in 1/65,536, biases in 1/256 nat, floor divisions; so any machine, thread
+count or batch gives the same tables. The mode is recorded in the archive (`Adaptation`).
+
+Scope is the group: groups stay independent, so processes and decoding waves split work as
+before. Measured on alice29 (bench/adaptation.py): whole-file counts would add little over
+the group's, as the model already sees 4,096 tokens of its own segment.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .container import Adaptation
+from .tables import exp_multipliers, log_table
+
+__all__ = ["Adapter", "adapter_for"]
+
+
+ORDERS = (1, 2, 3, 4, 6)  # context lengths, in tokens
+COUNT_CAP = 255  # counts saturate here
+STEPS = 256  # biases and logs in 1/256 nat
+BIAS_LIMIT = 8 * STEPS  # |bias| <= 8 nats: a factor of 2,981 either way
+WEIGHT_BITS = 16  # weights in 1/65,536
+SELECTORS = 4  # weight sets, by the model's top probability in quarters
+# Learning rate per nat of gradient, in 1/1024 of a weight unit per step: 51.2 (eta = 0.2)
+# halving over a weight set's first 64 updates, down to 0.5 (eta = 1/512): fast enough for
+# a small file, steady for a long one (measured on alice29 and a service log).
+RATE_START, RATE_HALF, RATE_FLOOR, RATE_UNIT = 52_429, 64, 512, 1024
+SAMPLE_BITS = 16  # frequencies rounded to 16 bits for the gradient's expectation
+MAX_TOTAL = 1 << 52  # the coder's rows must sum below 2^53
+
+_LOG = log_table(STEPS, COUNT_CAP)  # (256,) ln(2c + 1) in steps
+_EXP = exp_multipliers(STEPS, WEIGHT_BITS, BIAS_LIMIT)  # (4097,) exp(k / 256) in 1/65,536
+
+
+def adapter_for(adaptation: Adaptation, n_rows: int) -> "Adapter | None":
+    """The adapter of one group of n_rows segments, or None for the model's tables as they are."""
+    return Adapter(n_rows) if adaptation == Adaptation.COUNTS else None
+
+
+class Adapter:
+    """The counts and weights of one group; `adjust` a step's tables, then `learn` its tokens.
+
+    adjust(freqs, rows) changes the tables in place (rows: the group's row of each table
+    row, in the coder's order) and remembers what learn(tokens) needs; encoder and decoder
+    call them in the same order with the same tables, so they stay in step."""
+
+    def __init__(self, n_rows: int, orders: tuple[int, ...] = ORDERS, schedule: bool = True):
+        """orders and schedule other than the defaults are for ablations (bench/adaptation.py);
+        archives record only the defaults."""
+        self.orders, self.schedule = orders, schedule
+        self.counts = [{} for _ in orders]  # per order: context tuple -> {token: count}
+        self.history: list[list[int]] = [[] for _ in range(n_rows)]
+        self.weights = np.zeros((SELECTORS, len(orders)), np.int64)
+        self.updates = np.zeros(SELECTORS, np.int64)  # per weight set, for the rate
+        self._pending: list = []
+
+    def _features(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Tokens that followed the longest known context of this row, and (tokens,
+        orders) log-counts of each under every order's context."""
+        h = self.history[row]
+        seen = [self.counts[o].get(tuple(h[-k:])) if len(h) >= k else None
+                for o, k in enumerate(self.orders)]
+        longest = next((s for s in reversed(seen) if s), None)
+        if longest is None:
+            return None
+        tokens = np.fromiter(longest, np.int64, len(longest))
+        logs = np.zeros((len(tokens), len(self.orders)), np.int64)
+        for o, followers in enumerate(seen):
+            if followers:
+                logs[:, o] = _LOG[[min(followers.get(t, 0), COUNT_CAP) for t in longest]]
+        return tokens, logs
+
+    def adjust(self, freqs: np.ndarray, rows: list[int]) -> np.ndarray:
+        """freqs (len(rows), V) int64, changed in place and returned."""
+        self._pending = []
+        for j, row in enumerate(rows):
+            table = freqs[j]
+            total = int(table.sum())
+            selector = min(int(table.max()) * SELECTORS // total, SELECTORS - 1)
+            features = self._features(row)
+            if features is None:
+                self._pending.append((row, selector, None, None, None, total))
+                continue
+            tokens, logs = features
+            bias = np.clip((logs @ self.weights[selector]) >> WEIGHT_BITS, -BIAS_LIMIT, BIAS_LIMIT)
+            before = table[tokens]
+            after = np.maximum((before * _EXP[bias + BIAS_LIMIT]) >> WEIGHT_BITS, 1)
+            table[tokens] = after
+            total += int(after.sum() - before.sum())
+            if total >= MAX_TOTAL:  # never with today's tables; kept exact if it happens
+                shift = total.bit_length() - MAX_TOTAL.bit_length() + 1
+                np.maximum(table >> shift, 1, out=table)
+                after, total = table[tokens], int(table.sum())
+            self._pending.append((row, selector, tokens, logs, after, total))
+        return freqs
+
+    def learn(self, tokens) -> None:
+        """The tokens the rows of the last `adjust` read: a gradient step on the weights
+        (the same for every row of the step), then the counts and histories."""
+        step, rates = np.zeros_like(self.weights), [self._rate(s) for s in range(SELECTORS)]
+        for (row, selector, candidates, logs, after, total), token in zip(self._pending, tokens):
+            token = int(token)
+            if candidates is not None:
+                shift = max(int(after.max()).bit_length() - SAMPLE_BITS, 0)
+                sampled, z = after >> shift, max(total >> shift, 1)
+                hit = np.flatnonzero(candidates == token)
+                actual = logs[hit[0]] if len(hit) else np.zeros(len(self.orders), np.int64)
+                gradient = actual * z - sampled @ logs  # (orders,) in steps, times z
+                step[selector] += gradient * rates[selector] // (RATE_UNIT * z)
+                self.updates[selector] += 1  # the rate moves on after the whole step
+            h = self.history[row]
+            for o, k in enumerate(self.orders):
+                if len(h) >= k:
+                    followers = self.counts[o].setdefault(tuple(h[-k:]), {})
+                    followers[token] = followers.get(token, 0) + 1
+            h.append(token)
+        self.weights += step
+        self._pending = []
+
+    def _rate(self, selector: int) -> int:
+        """This step's learning rate of a weight set, from its updates before the step."""
+        if not self.schedule:
+            return RATE_FLOOR
+        return max(RATE_FLOOR, RATE_START * RATE_HALF // (RATE_HALF + int(self.updates[selector])))

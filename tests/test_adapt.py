@@ -1,0 +1,110 @@
+"""Adaptation (`llmzip.adapt`): exact, recorded in the header, and worth its bytes."""
+
+import dataclasses
+import random
+import string
+
+import numpy as np
+import pytest
+
+from llmzip import Codec, CorruptArchiveError
+from llmzip.adapt import MAX_TOTAL, Adapter
+from llmzip.container import Adaptation, Method, pack, unpack
+
+from conftest import corpus_file
+
+SMALL = dict(segment_tokens=64, group_size=4)
+REPEATS = b"".join(b'{"user":"u%06d","status":%d,"path":"/api/v2/orders"}\n'
+                   % (7 * i % 13 + 104729, 200 + 4 * (i % 3)) for i in range(60))
+
+
+def test_adapted_archive_is_format_2_records_counts_and_round_trips(tiny_llama, codecs):
+    data = corpus_file("alice29.txt")[:3000]
+    blob = codecs(tiny_llama, **SMALL).compress(data)
+    header = unpack(blob)[0]
+    assert blob[4] == 2 and header.model.adaptation == Adaptation.COUNTS
+    assert Codec(tiny_llama).decompress(blob) == data
+
+
+def test_pure_archive_stays_format_1(tiny_llama, codecs):
+    blob = codecs(tiny_llama, adapt="none", **SMALL).compress(corpus_file("alice29.txt")[:800])
+    assert blob[4] == 1 and unpack(blob)[0].model.adaptation == Adaptation.NONE
+
+
+def test_text_costs_less_adapted(tiny_llama, codecs):
+    """Even a 2-layer model of alice29 gains from what followed each context in its group."""
+    data = corpus_file("alice29.txt")[:6000]
+    pure = codecs(tiny_llama, adapt="none", segment_tokens=128, group_size=8)
+    adapted = codecs(tiny_llama, segment_tokens=128, group_size=8)
+    pure_bits = pure.compress_with_stats(data)[1].xent_bits
+    blob, stats = adapted.compress_with_stats(data)
+    assert stats.xent_bits < 0.995 * pure_bits  # measured: -1.1%
+    assert Codec(tiny_llama).decompress(blob) == data
+
+
+@pytest.mark.parametrize("threads, batch", [(1, 1), (2, 3), (1, None)])
+def test_adapted_archive_decodes_with_any_threads_and_batch(tiny_gemma, codecs, threads, batch):
+    data = corpus_file("asyoulik.txt")[9000:11000] + REPEATS[:900]
+    blob = codecs(tiny_gemma, threads=2, **SMALL).compress(data)
+    assert Codec(tiny_gemma, threads=threads, decode_batch=batch).decompress(blob) == data
+
+
+def test_full_and_stepped_encoders_write_the_same_adapted_archive(tiny_llama):
+    data = corpus_file("argparse.py")[:2500]
+    full = Codec(tiny_llama, **SMALL).compress(data)
+    stepped = Codec(tiny_llama, encoder="stepped", **SMALL).compress(data)
+    assert full == stepped
+
+
+def test_a_segment_given_to_lzma_regroups_the_rest_and_still_decodes(tiny_llama, codecs):
+    """Segments after one that LZMA codes better form other groups than the ones adapted
+    together at first: those groups are coded again, so the decoder's groups match."""
+    text, noise = corpus_file("alice29.txt"), random.Random(1).choices(string.ascii_letters, k=900)
+    data = text[:600] + "".join(noise).encode() + text[600:1800]
+    blob, stats = codecs(tiny_llama, **SMALL).compress_with_stats(data)
+    methods = [b.method for b in unpack(blob)[0].blocks]
+    assert Method.LZMA in methods and methods[0] == methods[-1] == Method.MODEL
+    assert Codec(tiny_llama).decompress(blob) == data
+    assert stats.xent_bits <= stats.code_bits <= stats.xent_bits * 1.01 + 64 * len(
+        unpack(blob)[0].stream_sizes)
+
+
+def test_unknown_adaptation_in_a_header_is_refused(tiny_llama, codecs):
+    blob = codecs(tiny_llama, **SMALL).compress(corpus_file("alice29.txt")[:800])
+    header, payloads, streams = unpack(blob)
+    header.model = dataclasses.replace(header.model, adaptation=7)  # as a newer llmzip might
+    with pytest.raises(CorruptArchiveError, match="unknown adaptation 7 in archive header"):
+        unpack(pack(header, payloads, streams))
+
+
+def test_adjusted_tables_stay_positive_and_within_the_coders_range():
+    """Counts saturated on one token, weights pushed to their limits: every frequency
+    stays >= 1 and each row sums below 2^52."""
+    rng = np.random.default_rng(3)
+    adapter = Adapter(2)
+    adapter.weights[:] = 1 << 22  # a bias far past the clamp
+    for _ in range(300):
+        freqs = rng.integers(1, 1 << 32, size=(2, 50000), dtype=np.int64)
+        freqs[:, 5] = 1  # the counted token starts at the floor
+        adapter.adjust(freqs, [0, 1])
+        assert freqs.min() >= 1 and int(freqs.sum(axis=1).max()) < MAX_TOTAL
+        adapter.learn([5, 5])
+    assert adapter.counts[0][(5,)][5] == 2 * 299  # both rows, every step after the first
+
+
+def test_learning_is_the_same_whatever_the_row_order():
+    """The decoder may see a step's rows in another order than the encoder (longest first
+    against block order): tables and weights must not depend on it."""
+    rng = np.random.default_rng(5)
+    steps = [(rng.integers(1, 1 << 32, size=(3, 3000), dtype=np.int64),
+              rng.integers(0, 40, size=3)) for _ in range(200)]
+    results = []
+    for order in ([0, 1, 2], [2, 0, 1]):
+        adapter, tables = Adapter(3), []
+        for freqs, tokens in steps:
+            mine = adapter.adjust(freqs[order].copy(), order)
+            tables.append(mine[np.argsort(order)])
+            adapter.learn(tokens[order])
+        results.append((np.stack(tables), adapter.weights.copy()))
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1]) and results[0][1].any()
