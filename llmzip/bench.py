@@ -20,7 +20,8 @@ from pathlib import Path
 from .baselines import NAMES, baselines
 from .errors import LlmzipError
 
-__all__ = ["Row", "COLUMNS", "measure_baseline", "measure_llmzip", "run", "render", "plot"]
+__all__ = ["Row", "COLUMNS", "measure_baseline", "measure_llmzip", "run", "render", "plot",
+           "adaptation_ablation"]
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Row:
     decompress_s: float
     kb_per_s: float  # kilobytes (1000 B) of input per second in the slower direction
     peak_rss_mb: float  # this process's peak resident memory during the row
-    roundtrip_ok: bool
+    roundtrip_ok: bool | None  # None: compressed only (measure_llmzip(decode=False))
 
 
 COLUMNS = [f.name for f in fields(Row)]
@@ -90,8 +91,10 @@ def measure_baseline(key: str, data: bytes, file: str) -> Row:
                restored == data)
 
 
-def measure_llmzip(codec, data: bytes, file: str, progress=None) -> Row:
-    """One llmzip round trip with a (loaded) Codec; progress(phase, done, total, bits)."""
+def measure_llmzip(codec, data: bytes, file: str, progress=None, decode: bool = True) -> Row:
+    """One llmzip round trip with a (loaded) Codec; progress(phase, done, total, bits).
+    decode=False: compression alone (decompress_s 0, roundtrip_ok None), for files whose
+    decoding would take longer than a bench can spend."""
     from .models import model_file_bytes
     _reset_peak_rss()
     (blob, stats), compress_s = _timed(
@@ -99,14 +102,16 @@ def measure_llmzip(codec, data: bytes, file: str, progress=None) -> Row:
         progress=(lambda d, t, b: progress("compress", d, t, b)) if progress else None)
     restored, decompress_s = _timed(
         codec.decompress, blob,
-        progress=(lambda d, t, b: progress("decompress", d, t, b)) if progress else None)
+        progress=(lambda d, t, b: progress("decompress", d, t, b)) if progress else None
+    ) if decode else (None, 0.0)
     model_size = model_file_bytes(codec.settings.model_name)
     coded = stats.n_tokens > 0
     return Row(file, len(data), f"llmzip {codec.settings.model_name}",
                len(blob), _bpb(len(blob), len(data)),
                stats.xent_bpb if coded else None, stats.overhead_pct if coded else None,
                model_size, _bpb(len(blob) + model_size, len(data)), compress_s, decompress_s,
-               _kb_per_s(len(data), compress_s, decompress_s), _peak_rss_mb(), restored == data)
+               _kb_per_s(len(data), compress_s, decompress_s), _peak_rss_mb(),
+               restored == data if decode else None)
 
 
 def _bpb(size: int, original: int) -> float:
@@ -131,6 +136,36 @@ def run(files, models=(), *, max_bytes: int | None = None, classical=NAMES,
             rows.append(measure_llmzip(codec, data, name, progress))
             on_row and on_row(rows[-1])
     return rows
+
+
+def adaptation_ablation(data: bytes, variants: dict, model: str | None = None,
+                        segment_tokens: int = 4096, group_size: int = 8) -> dict[str, float]:
+    """Model cross-entropy in bits per byte of the text segments of `data`, for each
+    variant of adaptation: None (the model alone) or `adapt.Adapter` options. One full
+    forward per group serves every variant (each adapts its own copy of the tables), so
+    the variants differ only in what they mix in. Exact engines only."""
+    import numpy as np
+
+    from . import segments as seg
+    from .adapt import Adapter
+    from .engine import open_engine
+    from .modelcoding import adapt_chunk, group_chunks, groups_of
+    from .settings import Settings
+    engine, loaded = open_engine(Settings(model).model_name, None)
+    text = [s for s in seg.cut(data, loaded.tokenizer, segment_tokens) if s.candidate]
+    bits = dict.fromkeys(variants, 0.0)
+    for group in groups_of(text, group_size):
+        adapters = {k: None if v is None else Adapter(len(group), **v) for k, v in variants.items()}
+        for pos, tables in group_chunks(engine, group):
+            for name, adapter in adapters.items():
+                mine = {i: t.copy() for i, t in tables.items()} if adapter else tables
+                if adapter:
+                    adapt_chunk(adapter, group, mine, pos)
+                for i, t in mine.items():
+                    ids = np.asarray(group[i].ids[pos:pos + len(t)])
+                    bits[name] += float(-np.log2(t[np.arange(len(t)), ids] / t.sum(axis=1)).sum())
+    n_bytes = sum(len(s.raw) for s in text)
+    return {k: v / n_bytes if n_bytes else float("nan") for k, v in bits.items()}
 
 
 # --- rendering -------------------------------------------------------------------------------

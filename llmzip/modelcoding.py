@@ -116,29 +116,36 @@ def _assemble(parts, engine, two_level, rows_of, segments, group_size) -> Coded:
 
 def _rows_full(engine, two_level, segments, group_size, tracker, observe, adaptation):
     """Exact arithmetic: one full-sequence forward per segment, in chunks of positions;
-    yields each segment's coder rows. With adaptation, the segments of a group advance
-    chunk by chunk together, and each chunk's tables are adapted step by step in the
-    order the decoder will see them (every chunk starts at the same position in every
-    segment)."""
+    yields each segment's coder rows. With adaptation, each chunk's tables are adapted
+    step by step in the order the decoder will see them."""
     for group in groups_of(segments, group_size):
         adapter = adapter_for(adaptation, len(group))
-        rows = max(1, GROUP_TABLE_ENTRIES // (engine.vocab_size * len(group)))
-        chunks = [engine.full_tables(list(x.ids), rows) for x in group]
-        parts, pos = [[] for _ in group], 0
-        while pos < max(len(x.ids) for x in group):
-            tables = {i: next(c) for i, c in enumerate(chunks) if len(group[i].ids) > pos}
+        parts = [[] for _ in group]
+        for pos, tables in group_chunks(engine, group):
             if adapter:
-                _adapt_chunk(adapter, group, tables, pos)
+                adapt_chunk(adapter, group, tables, pos)
             for i, freqs in tables.items():
                 parts[i].append(two_level.split(freqs, np.asarray(group[i].ids[pos:pos + len(freqs)])))
                 if observe:
                     observe(group[i].start, freqs)
                 tracker.tick(len(freqs), float(parts[i][-1].xent_bits.sum()))
-            pos += max(len(f) for f in tables.values())
         yield from (CoderRows.concat(p) for p in parts)
 
 
-def _adapt_chunk(adapter, group, tables: dict, pos: int) -> None:
+def group_chunks(engine, group):
+    """(position, {segment index in group: (n, V) tables}) for the segments of a group,
+    advancing together chunk by chunk (every chunk starts at the same position in every
+    segment), in GROUP_TABLE_ENTRIES of memory."""
+    rows = max(1, GROUP_TABLE_ENTRIES // (engine.vocab_size * len(group)))
+    chunks = [engine.full_tables(list(x.ids), rows) for x in group]
+    pos = 0
+    while pos < max(len(x.ids) for x in group):
+        tables = {i: next(c) for i, c in enumerate(chunks) if len(group[i].ids) > pos}
+        yield pos, tables
+        pos += max(len(f) for f in tables.values())
+
+
+def adapt_chunk(adapter, group, tables: dict, pos: int) -> None:
     """Adapt, in place, the tables of one chunk of positions of a group's segments."""
     for t in range(max(len(f) for f in tables.values())):
         active = [i for i, f in tables.items() if t < len(f)]
