@@ -32,9 +32,9 @@ __all__ = [
 
 MAGIC = b"LLMZ"
 # The version byte is the version needed to read an archive: 2 only when it records an
-# adaptation, so a pure-model archive stays version 1, byte for byte what llmzip 0.1 and
-# 0.2 wrote and can read.
-FORMAT_VERSION = 2
+# adaptation, so a pure-model archive stays version 1, byte for byte what llmzip wrote
+# before adaptation, and readable by it.
+FORMAT_VERSION = 2  # the newest this llmzip writes
 READ_VERSIONS = (1, 2)
 CHECKSUM_BYTES = 8
 FINGERPRINT_BYTES = 16

@@ -48,9 +48,12 @@ class Engine(Protocol):
 
     def cache_bytes(self, n_rows: int, max_len: int) -> int: ...
 
-    def full_tables(self, ids: list[int], chunk_rows: int | None = None) -> Iterator[np.ndarray]:
-        """Frequencies for every position of a segment, in chunks of chunk_rows positions
-        (default: the engine's choice), where full_forward."""
+    def full_tables(self, ids: list[int]) -> Iterator[np.ndarray]:
+        """Frequencies for every position of a segment, in chunks (where full_forward)."""
+
+    def group_tables(self, segments: list[list[int]]) -> Iterator[tuple[int, dict]]:
+        """(position, {index: tables}) for several segments advancing chunk by chunk
+        together, every chunk at the same positions in each (where full_forward)."""
 
 
 def _keep_large_allocations() -> None:
@@ -103,9 +106,15 @@ class ExactEngine:
     def fingerprint(self) -> bytes:
         return self._fingerprint
 
-    def full_tables(self, ids: list[int], chunk_rows: int | None = None) -> Iterator[np.ndarray]:
-        inputs = np.array([self.context_start_id, *ids[:-1]], dtype=np.int64)
-        return self.net.full_tables(inputs, self.device, chunk_rows)
+    def full_tables(self, ids: list[int]) -> Iterator[np.ndarray]:
+        return self.net.full_tables(self._inputs(ids), self.device)
+
+    def group_tables(self, segments: list[list[int]]) -> Iterator[tuple[int, dict]]:
+        return self.net.group_tables([self._inputs(ids) for ids in segments], self.device)
+
+    def _inputs(self, ids: list[int]) -> np.ndarray:
+        """What the network reads to predict ids: the context start, then all but the last."""
+        return np.array([self.context_start_id, *ids[:-1]], dtype=np.int64)
 
     def stepper(self, n_rows: int, max_len: int):
         return self._stepper_class(self.net, n_rows, max_len, self.device)

@@ -28,9 +28,6 @@ from .errors import CorruptArchiveError
 __all__ = ["Coded", "encode", "decode"]
 
 
-GROUP_TABLE_ENTRIES = 2**24  # the encoder's tables in memory at once: 128 MiB of int64
-
-
 def groups_of(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -134,15 +131,8 @@ def _rows_full(engine, two_level, segments, group_size, tracker, observe, adapta
 
 def group_chunks(engine, group):
     """(position, {segment index in group: (n, V) tables}) for the segments of a group,
-    advancing together chunk by chunk (every chunk starts at the same position in every
-    segment), in GROUP_TABLE_ENTRIES of memory."""
-    rows = max(1, GROUP_TABLE_ENTRIES // (engine.vocab_size * len(group)))
-    chunks = [engine.full_tables(list(x.ids), rows) for x in group]
-    pos = 0
-    while pos < max(len(x.ids) for x in group):
-        tables = {i: next(c) for i, c in enumerate(chunks) if len(group[i].ids) > pos}
-        yield pos, tables
-        pos += max(len(f) for f in tables.values())
+    advancing together chunk by chunk (every chunk at the same positions in each)."""
+    return engine.group_tables([list(x.ids) for x in group])
 
 
 def adapt_chunk(adapter, group, tables: dict, pos: int) -> None:

@@ -278,31 +278,41 @@ class ExactNetwork:
 
     # --- whole segments (encoder) --------------------------------------------------------------
 
-    def full_tables(self, ids: np.ndarray, device=None, chunk_rows: int | None = None):
-        """Frequencies, in chunks of chunk_rows rows (default: 2^24 entries), for every
-        position of a segment whose inputs (the context start, then every token but the
-        last) are ids. device: products on a torch device (`device.DeviceProducts`), else
-        float32 BLAS or int32 loops."""
+    def full_tables(self, ids: np.ndarray, device=None):
+        """Frequencies, in chunks of rows, for every position of a segment whose inputs (the
+        context start, then every token but the last) are ids."""
+        for _, tables in self.group_tables([ids], device):
+            yield tables[0]
+
+    def group_tables(self, segments: list[np.ndarray], device=None):
+        """(position, {index: tables}) for several segments at once, chunk by chunk, every
+        chunk at the same positions in each segment still running: one forward per segment,
+        then one head product per chunk over all of them (the head's 28M weights read once
+        per 2^24 table entries, not once per segment's share). device: products on a torch
+        device (`device.DeviceProducts`), else float32 BLAS or int32 loops."""
+        hidden = [self._hidden(ids, device) for ids in segments]  # (T_i, d) each
+        rows = sum(len(h) for h in hidden)
+        head = device or (_Blas(transposed_float32(self.lm_head.w8)) if rows >= BLAS_ROWS
+                          else _Int32())
+        chunk = max(1, LOGIT_ELEMENTS // (self.vocab_size * len(segments)))
+        for start in range(0, max(len(h) for h in hidden), chunk):
+            running = [i for i, h in enumerate(hidden) if len(h) > start]
+            parts = [hidden[i][start:start + chunk] for i in running]
+            freqs = ar.frequencies(self.logits(np.concatenate(parts), head))  # (sum, V)
+            bounds = np.cumsum([len(p) for p in parts])[:-1]
+            yield start, dict(zip(running, np.split(freqs, bounds)))
+
+    def _hidden(self, ids: np.ndarray, device) -> np.ndarray:
+        """The last layer's output (T, d) for a segment's inputs."""
         if len(ids) > ar.MAX_KEYS:
             raise ValueError(f"segment of {len(ids)} tokens exceeds the exact bound of {ar.MAX_KEYS}")
         positions = np.arange(len(ids))
         h = self.embed_rows(ids)
-        many = len(ids) >= BLAS_ROWS
-        products = device or (_Blas() if many else _Int32())
+        products = device or (_Blas() if len(ids) >= BLAS_ROWS else _Int32())
         for layer in self.layers:
             h = self.layer(layer, h, positions, lambda q, k, v, layer=layer: self._attend_full(
                 layer, q, k, v, products), products)
-        head = _Blas(self._head32()) if many and not device else products
-        chunk = chunk_rows or max(1, LOGIT_ELEMENTS // self.vocab_size)
-        for start in range(0, len(ids), chunk):
-            yield ar.frequencies(self.logits(h[start:start + chunk], head))
-
-    def _head32(self) -> np.ndarray:
-        """The output head for float32 BLAS, converted once (113 MB with the default model):
-        a group's segments share it while their chunks advance together."""
-        if getattr(self, "_head32_cache", None) is None:
-            self._head32_cache = transposed_float32(self.lm_head.w8)
-        return self._head32_cache
+        return h
 
     def _attend_full(self, layer: Layer, q, k, v, products) -> np.ndarray:
         """Causal (windowed) attention of a segment over itself, in blocks of QUERY_BLOCK
