@@ -1,5 +1,6 @@
 # make demo: set up, then compress, decompress and compare a sample text.
 # make test: set up, then the test suite (.ci/run runs exactly this).
+# make test-fast: the tiny-model tier on both cores, for the edit-test loop (under a minute).
 # make bench: regenerate every table and chart in README (about two hours on 2 cores; alone).
 # make fuzz: the archive fuzzer's long run, 100,000 examples a test (hours; CI runs 200).
 
@@ -8,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := bench/sample.txt
 
-.PHONY: demo test fuzz bench clean
+.PHONY: demo test test-fast fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed $(VENV)/.chromium
 	$(BIN)/python -m pytest -q
 
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -n 2 -m "not real_model and not launch"
+
 FUZZ_EXAMPLES ?= 100000
 fuzz: $(VENV)/.installed
 	LLMZIP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
@@ -53,6 +57,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/exact.py
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/memorization.py
+	$(BIN)/python bench/adaptation.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info

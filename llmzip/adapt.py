@@ -28,6 +28,7 @@ counts gain); what helps is what the other rows of the group have read.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -79,6 +80,7 @@ class Adapter:
         self.history: list[list[int]] = [[] for _ in range(n_rows)]
         self.weights = np.zeros((SELECTORS, len(orders)), np.int64)
         self.updates = np.zeros(SELECTORS, np.int64)  # per weight set, for the rate
+        self.saved_bits = 0.0  # what adapting saved against the model alone (encoder's ledger)
         self._pending: list = []
 
     def _features(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -103,11 +105,11 @@ class Adapter:
         self._pending = []
         for j, row in enumerate(rows):
             table = freqs[j]
-            total = int(table.sum())
+            total = pure_total = int(table.sum())
             selector = min(int(table.max()) * SELECTORS // total, SELECTORS - 1)
             features = self._features(row)
             if features is None:
-                self._pending.append((row, selector, None, None, None, total))
+                self._pending.append((row, selector, None, None, None, None, total, total))
                 continue
             tokens, logs = features
             bias = np.clip((logs @ self.weights[selector]) >> WEIGHT_BITS, -BIAS_LIMIT, BIAS_LIMIT)
@@ -119,15 +121,17 @@ class Adapter:
                 shift = total.bit_length() - MAX_TOTAL.bit_length() + 1
                 np.maximum(table >> shift, 1, out=table)
                 after, total = table[tokens], int(table.sum())
-            self._pending.append((row, selector, tokens, logs, after, total))
+            self._pending.append((row, selector, tokens, logs, before, after, pure_total, total))
         return freqs
 
     def learn(self, tokens) -> None:
         """The tokens the rows of the last `adjust` read: a gradient step on the weights
         (the same for every row of the step), then the counts and histories."""
         step, rates = np.zeros_like(self.weights), [self._rate(s) for s in range(SELECTORS)]
-        for (row, selector, candidates, logs, after, total), token in zip(self._pending, tokens):
+        for (row, selector, candidates, logs, before, after, pure_total, total), token in zip(
+                self._pending, tokens):
             token = int(token)
+            self.saved_bits += _saved_bits(candidates, before, after, pure_total, total, token)
             if candidates is not None:
                 shift = max(int(after.max()).bit_length() - SAMPLE_BITS, 0)
                 sampled, z = after >> shift, max(total >> shift, 1)
@@ -150,3 +154,13 @@ class Adapter:
         if not self.schedule:
             return RATE_FLOOR
         return max(RATE_FLOOR, RATE_START * RATE_HALF // (RATE_HALF + int(self.updates[selector])))
+
+
+def _saved_bits(candidates, before, after, pure_total, total, token) -> float:
+    """log2 of the token's adapted probability over the model's: a statistic for the
+    encoder's choice (`modelcoding.encode`), never part of a table."""
+    if candidates is None:
+        return 0.0
+    hit = np.flatnonzero(candidates == token)
+    ratio = int(after[hit[0]]) / int(before[hit[0]]) if len(hit) else 1.0
+    return math.log2(ratio * pure_total / total)

@@ -138,7 +138,8 @@ class Codec:
     def compress_with_stats(self, data: bytes, progress=None, observe=None
                             ) -> tuple[bytes | None, CompressStats | None]:
         """Archive bytes and what was measured. progress(done_tokens, total_tokens, bits);
-        observe(segment_start, freqs) sees every frequency table coded (for `explain`).
+        observe(segment_start, freqs) sees every frequency table coded (for `explain`), and
+        observe(None, None) if the model's part is coded again (adapting did not pay).
         In a team of processes, every one codes a share and process 0 alone gets the
         archive (the others get None, None)."""
         started, loading_before = time.perf_counter(), self.load_s
@@ -147,7 +148,7 @@ class Codec:
         if coded is None:
             return None, None
         blocks, payloads = seg.classical_blocks(segments, set(coded.bits))
-        info = self._model_info(engine) if coded.bits else None
+        info = self._model_info(engine, coded.adaptation) if coded.bits else None
         archive = pack(Header(len(data), content_checksum(data), blocks, info), payloads,
                        coded.streams)
         stats = CompressStats(
@@ -174,13 +175,13 @@ class Codec:
                                    s.adaptation_enum(), self.team, progress, observe)
         return segments, coded, engine
 
-    def _model_info(self, engine) -> ModelInfo:
+    def _model_info(self, engine, adaptation) -> ModelInfo:
         s, exact = self.settings, engine.arithmetic != Arithmetic.FLOAT
         return ModelInfo(s.model_name, engine.fingerprint(), engine.arithmetic, s.segment_tokens,
                          s.group_size, default_bucket_size(engine.vocab_size),
                          threads=0 if exact else self.machine.torch_threads(),
                          runtime="" if exact else engine.runtime(),
-                         adaptation=s.adaptation_enum())
+                         adaptation=adaptation)
 
     # --- decompression ---------------------------------------------------------------------
 

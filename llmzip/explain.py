@@ -38,7 +38,10 @@ def explain(codec, data: bytes, name: str, progress=None) -> tuple[str, Compress
     tops: dict[int, list] = {}  # segment start -> its positions' top tokens, in order
 
     def observe(start, freqs):
-        tops.setdefault(start, []).append(top_alternatives(freqs, TOP_K))
+        if start is None:  # coded again without adaptation: only the second pass counts
+            tops.clear()
+        else:
+            tops.setdefault(start, []).append(top_alternatives(freqs, TOP_K))
 
     _, stats = codec.compress_with_stats(data, progress=progress, observe=observe)
     tokenizer = codec.tokenizer() if stats.n_tokens else None

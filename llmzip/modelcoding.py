@@ -21,6 +21,7 @@ import numpy as np
 from . import lockstep
 from . import segments as seg
 from .adapt import adapter_for
+from .container import Adaptation
 from .coder import CoderRows, StreamDecoder, TwoLevel, default_bucket_size, encode_group
 from .distributed import shares
 from .errors import CorruptArchiveError
@@ -39,6 +40,7 @@ class Coded:
 
     bits: dict[int, np.ndarray]
     streams: list[bytes]
+    adaptation: Adaptation = Adaptation.NONE  # what the streams were coded with
 
 
 @dataclass
@@ -50,11 +52,22 @@ class _Share:
     groups: list[tuple[tuple[int, ...], bytes]]
 
 
+# Adapting must save this much code length: 8 bytes, well over the header byte that records
+# it and the streams' rounding to 32-bit words, so a short file is never the worse for it.
+ADAPTATION_BITS = 64
+
+
 def encode(engine, segments, candidates, group_size, full_forward, adaptation, team, progress,
            observe) -> Coded | None:
-    """The streams of a file's model-coded segments (None on processes other than 0)."""
+    """The streams of a file's model-coded segments (None on processes other than 0).
+
+    With adaptation, if the whole team's segments saved less than ADAPTATION_BITS (a short
+    file), they are coded again with the model alone, so adapting does not make a short
+    archive bigger. observe(None, None) then says that what it saw is void."""
     two_level = TwoLevel(engine.vocab_size, default_bucket_size(engine.vocab_size))
-    rows_of = partial(_rows_full if full_forward else _rows_stepped, adaptation=adaptation)
+    ledger = [0.0]  # bits this process's adapters saved
+    rows_of = partial(_rows_full if full_forward else _rows_stepped, adaptation=adaptation,
+                      ledger=ledger)
     groups = groups_of(candidates, group_size)
     mine = shares([sum(len(segments[i].ids) for i in g) for g in groups], team.size)[team.rank]
     my_candidates = [i for g in groups[mine.start:mine.stop] for i in g]
@@ -62,10 +75,19 @@ def encode(engine, segments, candidates, group_size, full_forward, adaptation, t
     ratio = seg.lzma_ratio([segments[i].raw for i in candidates])
     share = team.agree(_code_share, engine, two_level, rows_of, segments, my_candidates,
                        ratio, group_size, adaptation, tracker, observe)
+    if adaptation and sum(team.all_gather(ledger[0])) < ADAPTATION_BITS:
+        if observe:
+            observe(None, None)
+        done = tracker.done  # progress goes on counting: the second pass is more work
+        again = progress and (lambda d, t, bits: progress(done + d, done + t, bits))
+        return encode(engine, segments, candidates, group_size, full_forward, Adaptation.NONE,
+                      team, again, observe)
     parts = team.gather(share)
     if parts is None:
         return None
-    return _assemble(parts, engine, two_level, rows_of, segments, group_size)
+    coded = _assemble(parts, engine, two_level, rows_of, segments, group_size)
+    coded.adaptation = adaptation if coded.streams else Adaptation.NONE
+    return coded
 
 
 def _code_share(engine, two_level, rows_of, segments, candidates, ratio, group_size,
@@ -111,7 +133,7 @@ def _assemble(parts, engine, two_level, rows_of, segments, group_size) -> Coded:
     return Coded(bits, streams)
 
 
-def _rows_full(engine, two_level, segments, group_size, tracker, observe, adaptation):
+def _rows_full(engine, two_level, segments, group_size, tracker, observe, adaptation, ledger):
     """Exact arithmetic: one full-sequence forward per segment, in chunks of positions;
     yields each segment's coder rows. With adaptation, each chunk's tables are adapted
     step by step in the order the decoder will see them."""
@@ -126,6 +148,7 @@ def _rows_full(engine, two_level, segments, group_size, tracker, observe, adapta
                 if observe:
                     observe(group[i].start, freqs)
                 tracker.tick(len(freqs), float(parts[i][-1].xent_bits.sum()))
+        ledger[0] += adapter.saved_bits if adapter else 0.0
         yield from (CoderRows.concat(p) for p in parts)
 
 
@@ -143,7 +166,8 @@ def adapt_chunk(adapter, group, tables: dict, pos: int) -> None:
         adapter.learn([group[i].ids[pos + t] for i in active])
 
 
-def _rows_stepped(engine, two_level, segments, group_size, tracker, observe, adaptation):
+def _rows_stepped(engine, two_level, segments, group_size, tracker, observe, adaptation,
+                  ledger):
     """The decoder's own KV-cached steps, group by group (the float engine's only way);
     yields each segment's coder rows."""
     for group in groups_of(segments, group_size):
@@ -163,6 +187,7 @@ def _rows_stepped(engine, two_level, segments, group_size, tracker, observe, ada
             return tokens
 
         lockstep.run(engine, [len(x.ids) for x in group], known, tracker)
+        ledger[0] += adapter.saved_bits if adapter else 0.0
         yield from (CoderRows.concat(p) for p in parts)
 
 

@@ -195,17 +195,25 @@ def test_exact_v2_golden_archives_still_decode(name):
     assert Codec(model).decompress(blob) == (GOLDEN / f"{name}-exact-v2.orig").read_bytes()
 
 
-@pytest.mark.parametrize("adapt, suffix", [("none", ""), ("counts", "-counts")])
+GOLDEN_MODES = [  # adapt, file suffix, settings
+    ("none", "", dict(segment_tokens=48, group_size=3)),
+    ("counts", "-counts", dict(segment_tokens=128, group_size=8)),  # 6 KB: adapting pays
+]
+
+
+@pytest.mark.parametrize("adapt, suffix, settings", GOLDEN_MODES, ids=["alone", "adapted"])
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
-def test_exact_v3_golden_archives_are_reproduced_byte_for_byte(name, adapt, suffix, monkeypatch):
+def test_exact_v3_golden_archives_are_reproduced_byte_for_byte(name, adapt, suffix, settings,
+                                                               monkeypatch):
     """exact-v3 on any machine writes exactly these bytes for these texts, with the model
-    alone (format 1, as llmzip 0.2 wrote) and adapted (format 2); the archive records the
+    alone (format 1, as before adaptation) and adapted (format 2); the archive records the
     model name as given: a path relative to tests/."""
     monkeypatch.chdir(Path(__file__).parent)
-    original = (GOLDEN / f"{name}-exact-v3.orig").read_bytes()
+    original = (GOLDEN / f"{name}-exact-v3{suffix}.orig").read_bytes()
     model = f"models/{name}"
-    blob = Codec(model, segment_tokens=48, group_size=3, adapt=adapt).compress(original)
+    blob = Codec(model, adapt=adapt, **settings).compress(original)
     assert blob == (GOLDEN / f"{name}-exact-v3{suffix}.llmz").read_bytes()
+    assert blob[4] == (2 if adapt == "counts" else 1)
     assert Codec(model).decompress(blob) == original
 
 

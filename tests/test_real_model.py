@@ -51,15 +51,18 @@ def test_archive_from_one_thread_decodes_with_two_threads():
     assert Codec(threads=2).decompress(blob) == data
 
 
-@pytest.mark.parametrize("adapt, suffix", [("none", ""), ("counts", "-counts")])
+@pytest.mark.parametrize("adapt, suffix, settings", [
+    ("none", "", GOLDEN_SETTINGS),
+    ("counts", "-counts", dict(segment_tokens=64, group_size=8)),  # 6 KB: adapting pays
+], ids=["alone", "adapted"])
 @pytest.mark.parametrize("preset", PRESETS)
-def test_golden_archive_is_reproduced_byte_for_byte(preset, adapt, suffix):
+def test_golden_archive_is_reproduced_byte_for_byte(preset, adapt, suffix, settings):
     """exact-v3 is machine-independent: this file, made once, must be what any machine
     writes for the same text, with the model alone or adapted, and must decode here."""
     if not _installed(preset):
         pytest.skip(f"{preset} is not installed")
-    original = (GOLDEN / f"{preset}-exact-v3.orig").read_bytes()
-    blob = Codec(preset, adapt=adapt, **GOLDEN_SETTINGS).compress(original)
+    original = (GOLDEN / f"{preset}-exact-v3{suffix}.orig").read_bytes()
+    blob = Codec(preset, adapt=adapt, **settings).compress(original)
     assert blob == (GOLDEN / f"{preset}-exact-v3{suffix}.llmz").read_bytes()
     assert Codec().decompress(blob) == original
 
