@@ -1,6 +1,5 @@
 # make demo: set up, then compress, decompress and compare a sample text.
 # make test: set up, then the test suite (.ci/run runs exactly this).
-# make test-fast: the tiny-model tier on both cores, for the edit-test loop (under a minute).
 # make bench: regenerate every table and chart in README (about two hours on 2 cores; alone).
 # make fuzz: the archive fuzzer's long run, 100,000 examples a test (hours; CI runs 200).
 
@@ -9,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := bench/sample.txt
 
-.PHONY: demo test test-fast fuzz bench clean
+.PHONY: demo test fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +40,6 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed $(VENV)/.chromium
 	$(BIN)/python -m pytest -q
-
-test-fast: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -n 2 -m "not real_model and not launch"
 
 FUZZ_EXAMPLES ?= 100000
 fuzz: $(VENV)/.installed

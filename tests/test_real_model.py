@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmzip import Codec
-from llmzip.container import Method, unpack
+from llmzip.container import Adaptation, Method, unpack
 
 from conftest import corpus_file
 
@@ -42,6 +42,13 @@ def test_archive_from_two_threads_and_big_batches_decodes_with_one_thread_and_ba
     data = corpus_file(name)[start:start + 700]
     blob = Codec(MODEL, threads=2, segment_tokens=40, group_size=8).compress(data)
     assert Codec(threads=1, decode_batch=2).decompress(blob) == data
+
+
+def test_adapted_archive_from_two_threads_decodes_with_one_thread_and_batch_3():
+    data = corpus_file("object_h_64k.h")[:6000]
+    blob = Codec(MODEL, threads=2, segment_tokens=64, group_size=8).compress(data)
+    assert unpack(blob)[0].model.adaptation == Adaptation.COUNTS
+    assert Codec(threads=1, decode_batch=3).decompress(blob) == data
 
 
 def test_archive_from_one_thread_decodes_with_two_threads():
