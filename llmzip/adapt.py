@@ -45,12 +45,12 @@ BIAS_LIMIT = 8 * STEPS  # |bias| <= 8 nats: a factor of 2,981 either way
 WEIGHT_BITS = 16  # weights in 1/65,536
 SELECTORS = 4  # weight sets, by the model's top probability in quarters
 # Learning rate per nat of gradient, in 1/1024 of a weight unit per step: 51.2 (eta = 0.2)
-# halving over a weight set's first 64 updates, down to 0.5 (eta = 1/512): fast enough for
-# a small file, steady for a long one (measured on alice29 and a service log).
+# times 64 / (64 + n) after a weight set's n updates, down to 0.5 (eta = 1/512): fast
+# enough for a small file, steady for a long one (tried on alice29 and a service log). The
+# rate times the gradient can pass 2^63: that product is taken in Python integers.
 RATE_START, RATE_HALF, RATE_FLOOR, RATE_UNIT = 52_429, 64, 512, 1024
 SAMPLE_BITS = 16  # frequencies rounded to 16 bits for the gradient's expectation
 MAX_TOTAL = 1 << 52  # the coder's rows must sum below 2^53
-
 
 
 @functools.cache
@@ -137,8 +137,8 @@ class Adapter:
                 sampled, z = after >> shift, max(total >> shift, 1)
                 hit = np.flatnonzero(candidates == token)
                 actual = logs[hit[0]] if len(hit) else np.zeros(len(self.orders), np.int64)
-                gradient = actual * z - sampled @ logs  # (orders,) in steps, times z
-                step[selector] += gradient * rates[selector] // (RATE_UNIT * z)
+                gradient = actual * z - sampled @ logs  # (orders,) in steps, times z: < 2^63
+                step[selector] += [int(g) * rates[selector] // (RATE_UNIT * z) for g in gradient]
                 self.updates[selector] += 1  # the rate moves on after the whole step
             h = self.history[row]
             for o, k in enumerate(self.orders):
