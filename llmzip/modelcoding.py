@@ -52,9 +52,10 @@ class _Share:
     groups: list[tuple[tuple[int, ...], bytes]]
 
 
-# Adapting must save this much code length: 8 bytes, well over the header byte that records
-# it and the streams' rounding to 32-bit words, so a short file is never the worse for it.
-ADAPTATION_BITS = 64
+# Adapting must save the header byte that records it. Below that the file is coded again,
+# which doubles its compression time; a 20 KB prefix of alice29 is already 3 bytes smaller
+# adapted (bench/adaptation.py), so mostly files of a few KB pay the second pass.
+ADAPTATION_BITS = 8
 
 
 def encode(engine, segments, candidates, group_size, full_forward, adaptation, team, progress,
