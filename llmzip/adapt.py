@@ -131,12 +131,13 @@ class Adapter:
         for (row, selector, candidates, logs, before, after, pure_total, total), token in zip(
                 self._pending, tokens):
             token = int(token)
-            self.saved_bits += _saved_bits(candidates, before, after, pure_total, total, token)
             if candidates is not None:
+                hit = np.flatnonzero(candidates == token)
+                index = int(hit[0]) if len(hit) else None  # the token among the candidates
+                self.saved_bits += _saved_bits(before, after, pure_total, total, index)
                 shift = max(int(after.max()).bit_length() - SAMPLE_BITS, 0)
                 sampled, z = after >> shift, max(total >> shift, 1)
-                hit = np.flatnonzero(candidates == token)
-                actual = logs[hit[0]] if len(hit) else np.zeros(len(self.orders), np.int64)
+                actual = logs[index] if index is not None else np.zeros(len(self.orders), np.int64)
                 gradient = actual * z - sampled @ logs  # (orders,) in steps, times z: < 2^63
                 step[selector] += [int(g) * rates[selector] // (RATE_UNIT * z) for g in gradient]
                 self.updates[selector] += 1  # the rate moves on after the whole step
@@ -156,11 +157,9 @@ class Adapter:
         return max(RATE_FLOOR, RATE_START * RATE_HALF // (RATE_HALF + int(self.updates[selector])))
 
 
-def _saved_bits(candidates, before, after, pure_total, total, token) -> float:
-    """log2 of the token's adapted probability over the model's: a statistic for the
-    encoder's choice (`modelcoding.encode`), never part of a table."""
-    if candidates is None:
-        return 0.0
-    hit = np.flatnonzero(candidates == token)
-    ratio = int(after[hit[0]]) / int(before[hit[0]]) if len(hit) else 1.0
+def _saved_bits(before, after, pure_total, total, index) -> float:
+    """log2 of the token's adapted probability over the model's (index: its place among
+    the biased tokens, None if it is not one): a statistic for the encoder's choice
+    (`modelcoding.encode`), never part of a table. A row with no biased token saves 0."""
+    ratio = int(after[index]) / int(before[index]) if index is not None else 1.0
     return math.log2(ratio * pure_total / total)

@@ -149,14 +149,14 @@ def adaptation_ablation(data: bytes, variants: dict, model: str | None = None,
     from . import segments as seg
     from .adapt import Adapter
     from .engine import open_engine
-    from .modelcoding import adapt_chunk, group_chunks, groups_of
+    from .modelcoding import adapt_chunk, groups_of
     from .settings import Settings
     engine, loaded = open_engine(Settings(model).model_name, None)
     text = [s for s in seg.cut(data, loaded.tokenizer, segment_tokens) if s.candidate]
     bits = dict.fromkeys(variants, 0.0)
     for group in groups_of(text, group_size):
         adapters = {k: None if v is None else Adapter(len(group), **v) for k, v in variants.items()}
-        for pos, tables in group_chunks(engine, group):
+        for pos, tables in engine.group_tables([list(x.ids) for x in group]):
             for name, adapter in adapters.items():
                 mine = {i: t.copy() for i, t in tables.items()} if adapter else tables
                 if adapter:

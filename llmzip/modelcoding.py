@@ -141,7 +141,7 @@ def _rows_full(engine, two_level, segments, group_size, tracker, observe, adapta
     for group in groups_of(segments, group_size):
         adapter = adapter_for(adaptation, len(group))
         parts = [[] for _ in group]
-        for pos, tables in group_chunks(engine, group):
+        for pos, tables in engine.group_tables([list(x.ids) for x in group]):
             if adapter:
                 adapt_chunk(adapter, group, tables, pos)
             for i, freqs in tables.items():
@@ -151,12 +151,6 @@ def _rows_full(engine, two_level, segments, group_size, tracker, observe, adapta
                 tracker.tick(len(freqs), float(parts[i][-1].xent_bits.sum()))
         ledger[0] += adapter.saved_bits if adapter else 0.0
         yield from (CoderRows.concat(p) for p in parts)
-
-
-def group_chunks(engine, group):
-    """(position, {segment index in group: (n, V) tables}) for the segments of a group,
-    advancing together chunk by chunk (every chunk at the same positions in each)."""
-    return engine.group_tables([list(x.ids) for x in group])
 
 
 def adapt_chunk(adapter, group, tables: dict, pos: int) -> None:
