@@ -38,8 +38,13 @@ demo: $(VENV)/.installed
 	cmp build/demo/sample.txt build/demo/restored.txt && echo "round trip: identical"
 	@$(BIN)/python bench/compare.py build/demo/sample.txt build/demo/sample.txt.llmz
 
+# The fast tier runs in two one-thread workers (a worker per core; two threads each would
+# share the cores four ways); then the tests that need two threads, the real model and
+# the multi-process launches, one at a time.
+FAST := not real_model and not launch and not threads
 test: $(VENV)/.installed $(VENV)/.chromium
-	$(BIN)/python -m pytest -q
+	NUMBA_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m "$(FAST)"
+	$(BIN)/python -m pytest -q -m "not ($(FAST))"
 
 FUZZ_EXAMPLES ?= 100000
 fuzz: $(VENV)/.installed

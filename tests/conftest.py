@@ -24,6 +24,15 @@ def corpus_file(name: str) -> bytes:
     return (CORPUS / name).read_bytes()
 
 
+def pytest_runtest_setup(item):
+    """`threads` tests compare one numba thread with two: meaningless in a one-thread pool
+    (the fast tier's workers run with NUMBA_NUM_THREADS=1; make test runs these apart)."""
+    if "threads" in item.keywords:
+        import numba
+        if numba.config.NUMBA_NUM_THREADS < 2:
+            pytest.skip("needs a pool of two numba threads (NUMBA_NUM_THREADS >= 2)")
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("LLMZIP_SLOW") != "1":
         skip = pytest.mark.skip(reason="slow tier: set LLMZIP_SLOW=1")

@@ -52,6 +52,7 @@ def test_text_costs_less_adapted(tiny_llama, codecs):
     assert Codec(tiny_llama).decompress(blob) == data
 
 
+@pytest.mark.threads
 @pytest.mark.parametrize("threads, batch", [(1, 1), (2, 3), (1, None)])
 def test_adapted_archive_decodes_with_any_threads_and_batch(tiny_gemma, codecs, threads, batch):
     data = corpus_file("asyoulik.txt")[9000:16000]

@@ -132,6 +132,7 @@ def test_full_forward_and_stepped_encoders_write_identical_archives(tiny_llama, 
     assert stats.n_tokens > 0 and full == stepped
 
 
+@pytest.mark.threads
 @pytest.mark.parametrize("threads, batch", [(1, 1), (2, 3), (2, None)])
 def test_decodes_with_any_batch_and_thread_count(tiny_llama, codecs, threads, batch):
     data = EDGE_CASES["alice29 slice"]

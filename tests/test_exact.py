@@ -48,6 +48,7 @@ def test_full_forward_equals_kv_cached_steps(engine_and_model):
     assert np.array_equal(_full(engine, ids), _stepped(engine, [ids])[0])
 
 
+@pytest.mark.threads
 def test_one_and_two_threads_give_identical_tables(engine_and_model):
     engine, model = engine_and_model
     ids = _ids(model)
