@@ -20,6 +20,7 @@ import torch
 
 from .arithmetic import frequencies
 from .container import Arithmetic
+from .network import LayerProducts
 from .tables import exp_table as _exp_table_np
 from .tables import grown
 from .tables import rope_table as _rope_table_np
@@ -242,13 +243,7 @@ def _pair_bound(bound: torch.Tensor) -> torch.Tensor:
 # --- the network -----------------------------------------------------------------------------
 
 @dataclass
-class Layer:
-    qkv: Linear
-    o: Linear
-    gate_up: Linear
-    down: Linear
-    theta: float
-    window: int | None  # sliding window (keys within window-1 positions), or None
+class Layer(LayerProducts):  # window: None for none
     k_scale: torch.Tensor | None = None  # (Hkv, 1, 1): fixed key scale per head
     v_scale: torch.Tensor | None = None  # (Hkv, 1, D): fixed value scale per channel
     q_gain: torch.Tensor | None = None  # Gemma 3 QK-norm gains (1 + w)

@@ -58,13 +58,20 @@ class Linear:
 
 
 @dataclass
-class Layer:
+class LayerProducts:
+    """What a layer holds in either exact engine: four products (each engine's own Linear),
+    the RoPE base and the sliding window. legacy.Layer (exact-v2) adds its float gains."""
+
     qkv: Linear
     o: Linear
     gate_up: Linear
     down: Linear
     theta: float
-    window: int  # sliding window (keys within window - 1 positions), 0 for none
+    window: int | None  # sliding window (keys within window - 1 positions); 0 or None: none
+
+
+@dataclass
+class Layer(LayerProducts):
     norms: dict = field(default_factory=dict)  # Gemma 3: q, k, post_attn, post_ffn gains
 
 
