@@ -25,6 +25,8 @@ from pathlib import Path
 
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 from llmzip import Codec, bench
+from llmzip.adapt import RULES, Rules
+from llmzip.container import Adaptation
 from llmzip.report import corpus_files, machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,10 +34,13 @@ LOG = ROOT / "bench" / "data" / "service.log"
 MODES = {"model alone": "none", "adapted": "counts"}
 VARIANTS = {  # ablation: name -> Adapter options (None: no adapter)
     "model alone": None,
+    "counts-v1 rules": {"rules": RULES[Adaptation.COUNTS_V1]},
+    "no spread sets": {"rules": Rules(spread=False, constant=True, rate_start=26_214)},
+    "no constant": {"rules": Rules(spread=True, constant=False, rate_start=26_214)},
     "order 1 only": {"orders": (1,)},
     "orders 2-6 only": {"orders": (2, 3, 4, 6)},
-    "orders 1-6, fixed rate": {"schedule": False},
-    "orders 1-6 (default)": {},
+    "fixed rate": {"schedule": False},
+    "counts (default)": {},
 }
 
 

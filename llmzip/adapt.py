@@ -9,9 +9,16 @@ experts):
 
     p'(t) ~ p(t) * exp(sum_k w[s, k] * ln(2 c_k(t) + 1))
 
-where c_k(t) counts t after the row's last k tokens and s is the model's confidence bucket
-(its top probability in quarters), so that the mixer learns, per bucket, how far to trust the
-counts over the model. The weights follow the gradient of the code length, once per step.
+where c_k(t) counts t after the row's last k tokens, plus (`counts`, format version 3) a
+constant w[s, *] for having followed the longest context at all. s picks a weight set, so
+that the mixer learns, per set, how far to trust the counts over the model: by the model's
+confidence (its top probability in quarters) and by how the longest context's followers
+spread: seen once, always the same token, a few tokens seen often, or many. A random field
+(a request id) has spread followers and learns to ignore them; a key's value has one
+follower and learns to trust it (the service log: -7.7% with confidence alone, -10.4%
+with spread too, replayed offline). The weights follow the gradient of the code length,
+once per step. `counts-v1` archives (format version 2) used confidence alone, no constant
+and a faster rate; their rules are kept (`RULES`) so they still decode.
 
 Only tokens that followed the longest context seen before get a bias (the rest keep the model's
 frequency), so a step costs a few dict lookups and a sparse update, not a pass over the
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,12 +51,14 @@ COUNT_CAP = 255  # counts saturate here
 STEPS = 256  # biases and logs in 1/256 nat
 BIAS_LIMIT = 8 * STEPS  # |bias| <= 8 nats: a factor of 2,981 either way
 WEIGHT_BITS = 16  # weights in 1/65,536
-SELECTORS = 4  # weight sets, by the model's top probability in quarters
-# Learning rate per nat of gradient, in 1/1024 of a weight unit per step: 51.2 (eta = 0.2)
-# times 64 / (64 + n) after a weight set's n updates, down to 0.5 (eta = 1/512): fast
-# enough for a small file, steady for a long one (tried on alice29 and a service log). The
-# rate times the gradient can pass 2^63: that product is taken in Python integers.
-RATE_START, RATE_HALF, RATE_FLOOR, RATE_UNIT = 52_429, 64, 512, 1024
+CONFIDENCES = 4  # the model's top probability in quarters
+SPREADS = 4  # the longest context's followers: seen once, one token, few, many
+# Learning rate per nat of gradient, in 1/1024 of a weight unit per step: a mode's
+# rate_start (25.6: eta = 0.1) times 64 / (64 + n) after a weight set's n updates, down to 0.5
+# (eta = 1/512): fast enough for a small file, steady for a long one (tried on alice29,
+# asyoulik and a service log). The rate times the gradient can pass 2^63: that product
+# is taken in Python integers.
+RATE_HALF, RATE_FLOOR, RATE_UNIT = 64, 512, 1024
 SAMPLE_BITS = 16  # frequencies rounded to 16 bits for the gradient's expectation
 MAX_TOTAL = 1 << 52  # the coder's rows must sum below 2^53
 
@@ -60,9 +70,26 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
     return log_table(STEPS, COUNT_CAP), exp_multipliers(STEPS, WEIGHT_BITS, BIAS_LIMIT)
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What differs between the adaptation modes an archive may name."""
+
+    spread: bool  # weight sets by the longest context's spread too, not confidence alone
+    constant: bool  # a constant feature: having followed the longest context
+    rate_start: int  # the learning rate's start, in 1/RATE_UNIT
+
+    @property
+    def selectors(self) -> int:
+        return CONFIDENCES * (SPREADS if self.spread else 1)
+
+
+RULES = {Adaptation.COUNTS_V1: Rules(spread=False, constant=False, rate_start=52_429),
+         Adaptation.COUNTS: Rules(spread=True, constant=True, rate_start=26_214)}
+
+
 def adapter_for(adaptation: Adaptation, n_rows: int) -> "Adapter | None":
     """The adapter of one group of n_rows segments, or None for the model's tables as they are."""
-    return Adapter(n_rows) if adaptation == Adaptation.COUNTS else None
+    return Adapter(n_rows, RULES[adaptation]) if adaptation in RULES else None
 
 
 class Adapter:
@@ -72,20 +99,23 @@ class Adapter:
     row, in the coder's order) and remembers what learn(tokens) needs; encoder and decoder
     call them in the same order with the same tables, so they stay in step."""
 
-    def __init__(self, n_rows: int, orders: tuple[int, ...] = ORDERS, schedule: bool = True):
+    def __init__(self, n_rows: int, rules: Rules = RULES[Adaptation.COUNTS],
+                 orders: tuple[int, ...] = ORDERS, schedule: bool = True):
         """orders and schedule other than the defaults are for ablations (bench/adaptation.py);
-        archives record only the defaults."""
-        self.orders, self.schedule = orders, schedule
+        archives record only the rules of their mode."""
+        self.rules, self.orders, self.schedule = rules, orders, schedule
         self.counts = [{} for _ in orders]  # per order: context tuple -> {token: count}
         self.history: list[list[int]] = [[] for _ in range(n_rows)]
-        self.weights = np.zeros((SELECTORS, len(orders)), np.int64)
-        self.updates = np.zeros(SELECTORS, np.int64)  # per weight set, for the rate
+        self.n_features = len(orders) + rules.constant
+        self.weights = np.zeros((rules.selectors, self.n_features), np.int64)
+        self.updates = np.zeros(rules.selectors, np.int64)  # per weight set, for the rate
         self.saved_bits = 0.0  # what adapting saved against the model alone (encoder's ledger)
         self._pending: list = []
 
-    def _features(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Tokens that followed the longest known context of this row, and (tokens,
-        orders) log-counts of each under every order's context."""
+    def _features(self, row: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """Tokens that followed the longest known context of this row, (tokens, features)
+        log-counts of each under every order's context (then the constant), and the
+        followers' spread."""
         h = self.history[row]
         seen = [self.counts[o].get(tuple(h[-k:])) if len(h) >= k else None
                 for o, k in enumerate(self.orders)]
@@ -94,11 +124,13 @@ class Adapter:
             return None
         log = _tables()[0]
         tokens = np.fromiter(longest, np.int64, len(longest))
-        logs = np.zeros((len(tokens), len(self.orders)), np.int64)
+        logs = np.zeros((len(tokens), self.n_features), np.int64)
         for o, followers in enumerate(seen):
             if followers:
                 logs[:, o] = log[[min(followers.get(t, 0), COUNT_CAP) for t in longest]]
-        return tokens, logs
+        if self.rules.constant:
+            logs[:, -1] = STEPS
+        return tokens, logs, _spread(longest) if self.rules.spread else 0
 
     def adjust(self, freqs: np.ndarray, rows: list[int]) -> np.ndarray:
         """freqs (len(rows), V) int64, changed in place and returned."""
@@ -106,12 +138,13 @@ class Adapter:
         for j, row in enumerate(rows):
             table = freqs[j]
             total = pure_total = int(table.sum())
-            selector = min(int(table.max()) * SELECTORS // total, SELECTORS - 1)
             features = self._features(row)
             if features is None:
-                self._pending.append((row, selector, None, None, None, None, total, total))
+                self._pending.append((row, 0, None, None, None, None, total, total))
                 continue
-            tokens, logs = features
+            tokens, logs, spread = features
+            confidence = min(int(table.max()) * CONFIDENCES // total, CONFIDENCES - 1)
+            selector = confidence * (SPREADS if self.rules.spread else 1) + spread
             bias = np.clip((logs @ self.weights[selector]) >> WEIGHT_BITS, -BIAS_LIMIT, BIAS_LIMIT)
             before = table[tokens]
             after = np.maximum((before * _tables()[1][bias + BIAS_LIMIT]) >> WEIGHT_BITS, 1)
@@ -127,7 +160,8 @@ class Adapter:
     def learn(self, tokens) -> None:
         """The tokens the rows of the last `adjust` read: a gradient step on the weights
         (the same for every row of the step), then the counts and histories."""
-        step, rates = np.zeros_like(self.weights), [self._rate(s) for s in range(SELECTORS)]
+        step = np.zeros_like(self.weights)
+        rates = [self._rate(s) for s in range(self.rules.selectors)]
         for (row, selector, candidates, logs, before, after, pure_total, total), token in zip(
                 self._pending, tokens):
             token = int(token)
@@ -137,7 +171,7 @@ class Adapter:
                 self.saved_bits += _saved_bits(before, after, pure_total, total, index)
                 shift = max(int(after.max()).bit_length() - SAMPLE_BITS, 0)
                 sampled, z = after >> shift, max(total >> shift, 1)
-                actual = logs[index] if index is not None else np.zeros(len(self.orders), np.int64)
+                actual = logs[index] if index is not None else np.zeros(self.n_features, np.int64)
                 gradient = actual * z - sampled @ logs  # (orders,) in steps, times z: < 2^63
                 step[selector] += [int(g) * rates[selector] // (RATE_UNIT * z) for g in gradient]
                 self.updates[selector] += 1  # the rate moves on after the whole step
@@ -154,7 +188,15 @@ class Adapter:
         """This step's learning rate of a weight set, from its updates before the step."""
         if not self.schedule:
             return RATE_FLOOR
-        return max(RATE_FLOOR, RATE_START * RATE_HALF // (RATE_HALF + int(self.updates[selector])))
+        return max(RATE_FLOOR, self.rules.rate_start * RATE_HALF //
+                   (RATE_HALF + int(self.updates[selector])))
+
+
+def _spread(followers: dict) -> int:
+    """How a context's followers spread: 0 seen once, 1 always the same token, 2 a few
+    tokens seen often (at least 4 times each on average), 3 many."""
+    distinct, seen = len(followers), sum(followers.values())
+    return 0 if seen == 1 else 1 if distinct == 1 else 2 if 4 * distinct <= seen else 3
 
 
 def _saved_bits(before, after, pure_total, total, index) -> float:

@@ -31,11 +31,11 @@ __all__ = [
 ]
 
 MAGIC = b"LLMZ"
-# The version byte is the version needed to read an archive: 2 only when it records an
-# adaptation, so a pure-model archive stays version 1, byte for byte what llmzip wrote
-# before adaptation, and readable by it.
-FORMAT_VERSION = 2  # the newest this llmzip writes
-READ_VERSIONS = (1, 2)
+# The version byte is the version needed to read an archive: 1 for the model alone (byte
+# for byte what llmzip wrote before adaptation, and readable by it), 2 for counts-v1, 3
+# for counts (`Adaptation`).
+FORMAT_VERSION = 3  # the newest this llmzip writes
+READ_VERSIONS = (1, 2, 3)
 CHECKSUM_BYTES = 8
 FINGERPRINT_BYTES = 16
 CRC_BYTES = 4
@@ -88,11 +88,17 @@ class Adaptation(enum.IntEnum):
     """What the encoder mixed into the model's tables (`adapt`); the decoder must do the same."""
 
     NONE = 0  # the model's tables as they are
-    COUNTS = 1  # token counts of the group, mixed in the log domain (adapt, version 1)
+    COUNTS_V1 = 1  # token counts of the group, mixed in the log domain (adapt: read only)
+    COUNTS = 2  # the same with weights by the followers' spread too (adapt.RULES)
 
     @property
     def label(self) -> str:
-        return {0: "none", 1: "counts"}[self.value]
+        return {0: "none", 1: "counts-v1", 2: "counts"}[self.value]
+
+    @property
+    def format_version(self) -> int:
+        """The format version that first recorded this mode: what a reader needs."""
+        return {0: 1, 1: 2, 2: 3}[self.value]
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ class ModelInfo:
 
     @property
     def format_version(self) -> int:
-        return 2 if self.adaptation != Adaptation.NONE else 1
+        return self.adaptation.format_version
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,9 @@ def _read_model(r: _Reader, arithmetic: Arithmetic, version: int) -> ModelInfo:
     adaptation = Adaptation.NONE
     if version >= 2:
         adaptation = _enum(Adaptation, r.byte("adaptation"), "adaptation")
+        if adaptation.format_version != version:
+            raise CorruptArchiveError(f"adaptation {adaptation.label} in a format version "
+                                      f"{version} header")
     threads, runtime = 0, ""
     if arithmetic == Arithmetic.FLOAT:
         threads = r.varint("thread count")

@@ -3,12 +3,13 @@
 import dataclasses
 import random
 import string
+import zlib
 
 import numpy as np
 import pytest
 
 from llmzip import Codec, CorruptArchiveError
-from llmzip.adapt import MAX_TOTAL, Adapter
+from llmzip.adapt import MAX_TOTAL, Adapter, _spread
 from llmzip.container import Adaptation, Method, pack, unpack
 
 from conftest import corpus_file
@@ -16,11 +17,11 @@ from conftest import corpus_file
 SMALL = dict(segment_tokens=64, group_size=4)
 
 
-def test_adapted_archive_is_format_2_records_counts_and_round_trips(tiny_llama, codecs):
+def test_adapted_archive_is_format_3_records_counts_and_round_trips(tiny_llama, codecs):
     data = corpus_file("alice29.txt")[:6000]
     blob = codecs(tiny_llama, segment_tokens=128, group_size=8).compress(data)
     header = unpack(blob)[0]
-    assert blob[4] == 2 and header.model.adaptation == Adaptation.COUNTS
+    assert blob[4] == 3 and header.model.adaptation == Adaptation.COUNTS
     assert Codec(tiny_llama).decompress(blob) == data
 
 
@@ -57,7 +58,7 @@ def test_text_costs_less_adapted(tiny_llama, codecs):
 def test_adapted_archive_decodes_with_any_threads_and_batch(tiny_gemma, codecs, threads, batch):
     data = corpus_file("asyoulik.txt")[9000:16000]
     blob = codecs(tiny_gemma, threads=2, segment_tokens=128, group_size=8).compress(data)
-    assert blob[4] == 2  # adapting paid
+    assert blob[4] == 3  # adapting paid
     assert Codec(tiny_gemma, threads=threads, decode_batch=batch).decompress(blob) == data
 
 
@@ -81,12 +82,36 @@ def test_a_segment_given_to_lzma_regroups_the_rest_and_still_decodes(tiny_llama,
         unpack(blob)[0].stream_sizes)
 
 
-def test_unknown_adaptation_in_a_header_is_refused(tiny_llama, codecs):
-    blob = codecs(tiny_llama, **SMALL).compress(corpus_file("alice29.txt")[:800])
+def _with_adaptation_byte(blob: bytes, value: int) -> bytes:
+    """The archive with its header's adaptation byte set to value, as a format-3 header
+    (found as the one byte but the version and CRC where counts-v1 and counts differ)."""
     header, payloads, streams = unpack(blob)
-    header.model = dataclasses.replace(header.model, adaptation=7)  # as a newer llmzip might
-    with pytest.raises(CorruptArchiveError, match="unknown adaptation 7 in archive header"):
-        unpack(pack(header, payloads, streams))
+    a, b = (bytearray(pack(dataclasses.replace(header, model=dataclasses.replace(
+        header.model, adaptation=mode)), payloads, streams))
+        for mode in (Adaptation.COUNTS_V1, Adaptation.COUNTS))
+    [at] = [i for i in range(5, len(b) - 4) if a[i] != b[i]]
+    b[at] = value
+    b[-4:] = zlib.crc32(b[:-4]).to_bytes(4, "little")
+    return bytes(b)
+
+
+@pytest.mark.parametrize("value, error", [
+    (7, "unknown adaptation 7 in archive header"),  # as a newer llmzip might write
+    (1, "adaptation counts-v1 in a format version 3 header"),
+    (0, "adaptation none in a format version 3 header"),
+])
+def test_an_adaptation_byte_its_version_does_not_name_is_refused(tiny_llama, codecs, value, error):
+    blob = codecs(tiny_llama, **SMALL).compress(corpus_file("alice29.txt")[:800])
+    with pytest.raises(CorruptArchiveError, match=error):
+        unpack(_with_adaptation_byte(blob, value))
+    assert unpack(_with_adaptation_byte(blob, 2))[0].model.adaptation == Adaptation.COUNTS
+
+
+@pytest.mark.parametrize("followers, spread", [
+    ({5: 1}, 0), ({5: 2}, 1), ({5: 9}, 1), ({5: 4, 6: 4}, 2), ({5: 3, 6: 4}, 3),
+    ({t: 1 for t in range(20)}, 3)])
+def test_spread_classes(followers, spread):
+    assert _spread(followers) == spread
 
 
 def test_adjusted_tables_stay_positive_and_within_the_coders_range():

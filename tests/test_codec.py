@@ -8,7 +8,7 @@ import pytest
 
 import llmzip
 from llmzip import Codec, LlmzipError, ModelMismatchError, engine
-from llmzip.container import Arithmetic, Method, unpack
+from llmzip.container import Adaptation, Arithmetic, Method, unpack
 
 from conftest import corpus_file
 
@@ -207,15 +207,25 @@ GOLDEN_MODES = [  # adapt, file suffix, settings
 def test_exact_v3_golden_archives_are_reproduced_byte_for_byte(name, adapt, suffix, settings,
                                                                monkeypatch):
     """exact-v3 on any machine writes exactly these bytes for these texts, with the model
-    alone (format 1, as before adaptation) and adapted (format 2); the archive records the
+    alone (format 1, as before adaptation) and adapted (format 3); the archive records the
     model name as given: a path relative to tests/."""
     monkeypatch.chdir(Path(__file__).parent)
     original = (GOLDEN / f"{name}-exact-v3{suffix}.orig").read_bytes()
     model = f"models/{name}"
     blob = Codec(model, adapt=adapt, **settings).compress(original)
     assert blob == (GOLDEN / f"{name}-exact-v3{suffix}.llmz").read_bytes()
-    assert blob[4] == (2 if adapt == "counts" else 1)
+    assert blob[4] == (3 if adapt == "counts" else 1)
     assert Codec(model).decompress(blob) == original
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
+def test_counts_v1_golden_archives_still_decode(name, monkeypatch):
+    """Archives adapted with the first rules (format 2, stop 17) decode with those rules."""
+    monkeypatch.chdir(Path(__file__).parent)
+    blob = (GOLDEN / f"{name}-exact-v3-counts-v1.llmz").read_bytes()
+    assert blob[4] == 2 and unpack(blob)[0].model.adaptation == Adaptation.COUNTS_V1
+    assert Codec(f"models/{name}").decompress(blob) == \
+        (GOLDEN / f"{name}-exact-v3-counts-v1.orig").read_bytes()
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -75,6 +75,16 @@ def test_golden_archive_is_reproduced_byte_for_byte(preset, adapt, suffix, setti
 
 
 @pytest.mark.parametrize("preset", PRESETS)
+def test_counts_v1_golden_archive_still_decodes(preset):
+    """Archives adapted with the first rules (format 2) decode with those rules."""
+    if not _installed(preset):
+        pytest.skip(f"{preset} is not installed")
+    blob = (GOLDEN / f"{preset}-exact-v3-counts-v1.llmz").read_bytes()
+    assert unpack(blob)[0].model.adaptation == Adaptation.COUNTS_V1
+    assert Codec().decompress(blob) == (GOLDEN / f"{preset}-exact-v3-counts-v1.orig").read_bytes()
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_exact_v2_golden_archive_still_decodes(preset):
     """Archives of llmzip 0.1 decode with the frozen exact-v2 engine."""
     if not _installed(preset):
