@@ -9,7 +9,7 @@ import pytest
 from llmzip import arithmetic as ar
 from llmzip import kernels
 from llmzip.engine import open_engine
-from llmzip.network import Stepper, _quantize
+from llmzip.network import NO_GAIN, Stepper, _quantize
 from llmzip.tables import exp_table, rope_table, sigmoid_table
 
 from conftest import corpus_file
@@ -118,7 +118,7 @@ ADVERSARIAL_ROWS = {
 @pytest.mark.parametrize("row", ADVERSARIAL_ROWS.values(), ids=ADVERSARIAL_ROWS.keys())
 def test_matrix_inputs_keep_their_l1_below_the_float32_bound(row):
     x = row[None, :].copy()
-    q, scale = np.empty(x.shape), np.empty(1)
+    q, scale = np.empty(x.shape, np.int16), np.empty(1)  # the engine's types: no new compile
     ar.quantize_rows(x, q, scale)
     assert np.abs(q).max() <= ar.ACT_MAX
     assert np.abs(q).sum() <= ar.L1_CAP + x.shape[1]
@@ -129,10 +129,11 @@ def test_matrix_inputs_keep_their_l1_below_the_float32_bound(row):
 def test_float32_blas_and_int32_loops_give_the_exact_products(row):
     """Worst-case weights (all +-127, signs matching the input) on every adversarial row."""
     x = row[None, :].copy()
-    q, scale = np.empty(x.shape), np.empty(1)
+    q, scale = np.empty(x.shape, np.int16), np.empty(1)  # the engine's types: no new compile
     ar.quantize_rows(x, q, scale)
     w = np.vstack([np.where(q[0] >= 0, 127, -127), -np.where(q[0] >= 0, 127, -127),
                    RNG.integers(-127, 128, q.shape[1])]).astype(np.int8)
+    w.setflags(write=False)  # as the engine's memory-mapped weights
     exact = q.astype(np.int64) @ w.astype(np.int64).T
     assert np.array_equal(kernels.products_blas(q.astype(np.float32), w), exact)
     assert np.array_equal(kernels.products_int32(q.astype(np.int16), w), exact)
@@ -158,8 +159,10 @@ def test_spread_norm_gains_stay_out_of_the_int8_weights():
 
     def error(fold):
         lin = _quantize(weight, gain, fold)
-        q, factor = np.empty(h.shape), np.empty(len(h))
-        ar.norm_quantize_rows(h, lin.get("gain", np.empty(0)), 1e-6, q, factor)
+        q, factor = np.empty(h.shape, np.int16), np.empty(len(h))  # as the engine calls it
+        kept = lin.get("gain", NO_GAIN).copy()
+        kept.setflags(write=False)  # the engine's gains are read-only: the same compiled kernel
+        ar.norm_quantize_rows(h, kept, 1e-6, q, factor)
         got = (q @ lin["w8"].astype(np.float64).T * factor[:, None]) * lin["scale"]
         return np.linalg.norm(got - want) / np.linalg.norm(want)
 
