@@ -20,12 +20,12 @@ import argparse
 import datetime
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 from llmzip import Codec, bench
-from llmzip.adapt import RULES, Rules
+from llmzip.adapt import RULES
 from llmzip.container import Adaptation
 from llmzip.report import corpus_files, machine, publish
 
@@ -35,8 +35,8 @@ MODES = {"model alone": "none", "adapted": "counts"}
 VARIANTS = {  # ablation: name -> Adapter options (None: no adapter)
     "model alone": None,
     "counts-v1 rules": {"rules": RULES[Adaptation.COUNTS_V1]},
-    "no spread sets": {"rules": Rules(spread=False, constant=True, rate_start=26_214)},
-    "no constant": {"rules": Rules(spread=True, constant=False, rate_start=26_214)},
+    "no spread sets": {"rules": replace(RULES[Adaptation.COUNTS], spread=False)},
+    "no constant": {"rules": replace(RULES[Adaptation.COUNTS], constant=False)},
     "order 1 only": {"orders": (1,)},
     "orders 2-6 only": {"orders": (2, 3, 4, 6)},
     "fixed rate": {"schedule": False},

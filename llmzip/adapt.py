@@ -16,9 +16,10 @@ confidence (its top probability in quarters) and by how the longest context's fo
 spread: seen once, always the same token, a few tokens seen often, or many. A random field
 (a request id) has spread followers and learns to ignore them; a key's value has one
 follower and learns to trust it (bench/adaptation.py's service log: 7.6% smaller than
-the model alone with confidence alone, 10.3% with spread too). The weights follow the gradient of the code length,
-once per step. `counts-v1` archives (format version 2) used confidence alone, no constant
-and a faster rate; their rules are kept (`RULES`) so they still decode.
+the model alone with confidence alone, 10.3% with spread too). The weights follow the
+gradient of the code length, once per step. `counts-v1` archives (format version 2) used
+confidence alone, no constant and a faster rate; their rules are kept (`RULES`) so they
+still decode.
 
 Only tokens that followed the longest context seen before get a bias (the rest keep the model's
 frequency), so a step costs a few dict lookups and a sparse update, not a pass over the
@@ -37,6 +38,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -92,6 +94,19 @@ def adapter_for(adaptation: Adaptation, n_rows: int) -> "Adapter | None":
     return Adapter(n_rows, RULES[adaptation]) if adaptation in RULES else None
 
 
+class _Row(NamedTuple):
+    """What `learn` needs of one row that `adjust` changed (tokens None: nothing biased)."""
+
+    row: int
+    selector: int
+    tokens: np.ndarray | None  # the biased tokens
+    logs: np.ndarray | None  # (tokens, features)
+    before: np.ndarray | None  # their model frequencies
+    after: np.ndarray | None  # and adapted ones
+    pure_total: int  # the row's total before and after
+    total: int
+
+
 class Adapter:
     """The counts and weights of one group; `adjust` a step's tables, then `learn` its tokens.
 
@@ -110,7 +125,7 @@ class Adapter:
         self.weights = np.zeros((rules.selectors, self.n_features), np.int64)
         self.updates = np.zeros(rules.selectors, np.int64)  # per weight set, for the rate
         self.saved_bits = 0.0  # what adapting saved against the model alone (encoder's ledger)
-        self._pending: list = []
+        self._pending: list[_Row] = []
 
     def _features(self, row: int) -> tuple[np.ndarray, np.ndarray, int] | None:
         """Tokens that followed the longest known context of this row, (tokens, features)
@@ -140,7 +155,7 @@ class Adapter:
             total = pure_total = int(table.sum())
             features = self._features(row)
             if features is None:
-                self._pending.append((row, 0, None, None, None, None, total, total))
+                self._pending.append(_Row(row, 0, None, None, None, None, total, total))
                 continue
             tokens, logs, spread = features
             confidence = min(int(table.max()) * CONFIDENCES // total, CONFIDENCES - 1)
@@ -154,7 +169,8 @@ class Adapter:
                 shift = total.bit_length() - MAX_TOTAL.bit_length() + 1
                 np.maximum(table >> shift, 1, out=table)
                 after, total = table[tokens], int(table.sum())
-            self._pending.append((row, selector, tokens, logs, before, after, pure_total, total))
+            self._pending.append(
+                _Row(row, selector, tokens, logs, before, after, pure_total, total))
         return freqs
 
     def learn(self, tokens) -> None:
@@ -162,20 +178,20 @@ class Adapter:
         (the same for every row of the step), then the counts and histories."""
         step = np.zeros_like(self.weights)
         rates = [self._rate(s) for s in range(self.rules.selectors)]
-        for (row, selector, candidates, logs, before, after, pure_total, total), token in zip(
-                self._pending, tokens):
+        for r, token in zip(self._pending, tokens):
             token = int(token)
-            if candidates is not None:
-                hit = np.flatnonzero(candidates == token)
-                index = int(hit[0]) if len(hit) else None  # the token among the candidates
-                self.saved_bits += _saved_bits(before, after, pure_total, total, index)
-                shift = max(int(after.max()).bit_length() - SAMPLE_BITS, 0)
-                sampled, z = after >> shift, max(total >> shift, 1)
-                actual = logs[index] if index is not None else np.zeros(self.n_features, np.int64)
-                gradient = actual * z - sampled @ logs  # (orders,) in steps, times z: < 2^63
-                step[selector] += [int(g) * rates[selector] // (RATE_UNIT * z) for g in gradient]
-                self.updates[selector] += 1  # the rate moves on after the whole step
-            h = self.history[row]
+            if r.tokens is not None:
+                hit = np.flatnonzero(r.tokens == token)
+                index = int(hit[0]) if len(hit) else None  # the token among the biased ones
+                self.saved_bits += _saved_bits(r, index)
+                shift = max(int(r.after.max()).bit_length() - SAMPLE_BITS, 0)
+                sampled, z = r.after >> shift, max(r.total >> shift, 1)
+                actual = r.logs[index] if index is not None else 0 * r.logs[0]
+                gradient = actual * z - sampled @ r.logs  # (features,) in steps, times z: < 2^63
+                rate = rates[r.selector]
+                step[r.selector] += [int(g) * rate // (RATE_UNIT * z) for g in gradient]
+                self.updates[r.selector] += 1  # the rate moves on after the whole step
+            h = self.history[r.row]
             for o, k in enumerate(self.orders):
                 if len(h) >= k:
                     followers = self.counts[o].setdefault(tuple(h[-k:]), {})
@@ -199,9 +215,9 @@ def _spread(followers: dict) -> int:
     return 0 if seen == 1 else 1 if distinct == 1 else 2 if 4 * distinct <= seen else 3
 
 
-def _saved_bits(before, after, pure_total, total, index) -> float:
-    """log2 of the token's adapted probability over the model's (index: its place among
-    the biased tokens, None if it is not one): a statistic for the encoder's choice
-    (`modelcoding.encode`), never part of a table. A row with no biased token saves 0."""
-    ratio = int(after[index]) / int(before[index]) if index is not None else 1.0
-    return math.log2(ratio * pure_total / total)
+def _saved_bits(r: _Row, index: int | None) -> float:
+    """log2 of the read token's adapted probability over the model's (index: its place
+    among the biased tokens, None if it is not one): a statistic for the encoder's choice
+    (`modelcoding.encode`), never part of a table."""
+    ratio = int(r.after[index]) / int(r.before[index]) if index is not None else 1.0
+    return math.log2(ratio * r.pure_total / r.total)
