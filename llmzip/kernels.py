@@ -2,14 +2,19 @@
 
 Every sum here adds integer terms whose largest possible partial sum, by the bounds of
 `arithmetic` (sum |x| <= 132,104 against |w| <= 127; folded attention weights below 2^17
-against int8 values), stays below 2^24, so how it is computed cannot change the result.
-Which kernel runs is a matter of speed:
-- `products_blas`: one float32 sgemm of integer-valued arrays (float32 holds integers up
-  to 2^24 exactly): the encoder's thousands of rows at BLAS speed on any CPU.
-- `products_int32`: int16 activations times int8 weights with int32 sums (numba; vpmaddwd
-  on x86), reading each weight byte once: the decoder's few rows. Measured on 2 AVX2 cores:
-  ~35 GMAC/s at 4-22 rows, where float32 BLAS, streaming 4-byte weights, gets ~24.
-- `attend_cached`: the decoder's attention over an int8 KV cache, int32 sums.
+against int8 values), stays below 2^24, so float32 holds every partial sum exactly and how
+it is computed cannot change the result. That is also why the loops below may let LLVM
+reassociate and fuse their float32 sums (`EXACT_SUMS`): on exact integers any order and
+any FMA give the same number. Which kernel runs is a matter of speed:
+- `products_blas`: one float32 sgemm: the encoder's thousands of rows at BLAS speed.
+- `products_tiles`: a few rows times int8 weights read once: one int32 dot per output
+  (vpmaddwd) under 4 rows, where streaming the weights bounds the step; from 4 rows,
+  float32 tiles that widen each weight once for 4 rows (the decoder; segments under
+  `network.BLAS_ROWS` tokens).
+- `attend_cached`: the decoder's attention over an int8 KV cache, keys and values both
+  stored channel-major (D, T), so both products run along the positions, vectorized, and
+  the query heads sharing a KV head widen each key and value once.
+`bench/steps.py` shows what each costs in a decoder step.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from numba import njit, prange
 
 from .arithmetic import fold_weights
 
-__all__ = ["products_blas", "products_int32", "attend_cached"]
+__all__ = ["products_blas", "products_tiles", "attend_cached"]
+
+EXACT_SUMS = {"reassoc", "contract"}  # integer-valued float32: any order is exact
+TILE_ROWS = 4  # from this many rows, float32 tiles beat one int32 dot per output
 
 
 def products_blas(xq: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -35,102 +43,213 @@ def transposed_float32(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.T, dtype=np.float32)
 
 
+@njit(fastmath=EXACT_SUMS, cache=True)
+def _tile_4x2(x, m, w, n, out):
+    """out[m:m+4, n:n+2]: 8 sums sharing each load."""
+    a0, a1, a2, a3, b0, b1 = x[m], x[m + 1], x[m + 2], x[m + 3], w[n], w[n + 1]
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.float32(0)
+    for k in range(b0.shape[0]):
+        w0, w1 = np.float32(b0[k]), np.float32(b1[k])
+        s00 += a0[k] * w0
+        s01 += a0[k] * w1
+        s10 += a1[k] * w0
+        s11 += a1[k] * w1
+        s20 += a2[k] * w0
+        s21 += a2[k] * w1
+        s30 += a3[k] * w0
+        s31 += a3[k] * w1
+    out[m, n], out[m, n + 1], out[m + 1, n], out[m + 1, n + 1] = s00, s01, s10, s11
+    out[m + 2, n], out[m + 2, n + 1], out[m + 3, n], out[m + 3, n + 1] = s20, s21, s30, s31
+
+
+@njit(fastmath=EXACT_SUMS, cache=True)
+def _tile_1x4(x, m, w, n, out):
+    """out[m, n:n+4]: a row left over from the blocks of 4."""
+    a, b0, b1, b2, b3 = x[m], w[n], w[n + 1], w[n + 2], w[n + 3]
+    s0 = s1 = s2 = s3 = np.float32(0)
+    for k in range(a.shape[0]):
+        s0 += a[k] * np.float32(b0[k])
+        s1 += a[k] * np.float32(b1[k])
+        s2 += a[k] * np.float32(b2[k])
+        s3 += a[k] * np.float32(b3[k])
+    out[m, n], out[m, n + 1], out[m, n + 2], out[m, n + 3] = s0, s1, s2, s3
+
+
+@njit(fastmath=EXACT_SUMS, cache=True)
+def _dot_float32(a, b):
+    """One float32 integer dot: the outputs left over from the tiles."""
+    s = np.float32(0)
+    for k in range(a.shape[0]):
+        s += a[k] * np.float32(b[k])
+    return s
+
+
+@njit(parallel=True, cache=True)
+def _products_tiles(x, w, out):
+    m_rows, n_out = x.shape[0], w.shape[0]
+    for quad in prange((n_out + 3) // 4):
+        n = 4 * quad
+        if n + 4 > n_out:  # the last outputs, when N is not a multiple of 4
+            for j in range(n, n_out):
+                for m in range(m_rows):
+                    out[m, j] = _dot_float32(x[m], w[j])
+            continue
+        m = 0
+        while m + 4 <= m_rows:
+            _tile_4x2(x, m, w, n, out)
+            _tile_4x2(x, m, w, n + 2, out)
+            m += 4
+        while m < m_rows:
+            _tile_1x4(x, m, w, n, out)
+            m += 1
+
+
 @njit(inline="always")
-def _dot(a, b):
-    """int32 dot product; truncating each step keeps LLVM on 32-bit lanes (vpmaddwd)."""
+def _dot_int32(a, b):
+    """int16 . int8 in int32; truncating each step keeps LLVM on 32-bit lanes, where it
+    matches vpmaddwd (16 products an instruction). It does not for several sums at once."""
     s = np.int32(0)
     for k in range(a.shape[0]):
         s = np.int32(s + np.int32(a[k]) * np.int32(b[k]))
     return s
 
 
-@njit(inline="always")
-def _dot_2x2(a0, a1, b0, b1):
-    """Four int32 dot products sharing their loads."""
-    s00 = s01 = s10 = s11 = np.int32(0)
-    for k in range(b0.shape[0]):
-        x0, x1 = np.int32(a0[k]), np.int32(a1[k])
-        w0, w1 = np.int32(b0[k]), np.int32(b1[k])
-        s00 = np.int32(s00 + x0 * w0)
-        s01 = np.int32(s01 + x0 * w1)
-        s10 = np.int32(s10 + x1 * w0)
-        s11 = np.int32(s11 + x1 * w1)
-    return s00, s01, s10, s11
-
-
 @njit(parallel=True, cache=True)
-def _products_int32(x, w, out):
-    m_rows, n_out = x.shape[0], w.shape[0]
-    for pair in prange((n_out + 1) // 2):
-        n = 2 * pair
-        if n + 1 == n_out:
-            for m in range(m_rows):
-                out[m, n] = _dot(x[m], w[n])
-            continue
-        m = 0
-        while m + 1 < m_rows:
-            out[m, n], out[m, n + 1], out[m + 1, n], out[m + 1, n + 1] = _dot_2x2(
-                x[m], x[m + 1], w[n], w[n + 1])
-            m += 2
-        if m < m_rows:
-            out[m, n], out[m, n + 1] = _dot(x[m], w[n]), _dot(x[m], w[n + 1])
+def _products_dots(x, w, out):
+    for n in prange(w.shape[0]):
+        for m in range(x.shape[0]):
+            out[m, n] = _dot_int32(x[m], w[n])
 
 
-def products_int32(xq: np.ndarray, w8: np.ndarray) -> np.ndarray:
-    """(M, K) int16 times (N, K) int8 with int32 sums; the caller guarantees they fit."""
-    out = np.empty((xq.shape[0], w8.shape[0]), np.int32)
-    _products_int32(xq, w8, out)
+def products_tiles(xq: np.ndarray, w8: np.ndarray) -> np.ndarray:
+    """(M, K) float32 integers times (N, K) int8 weights: (M, N) integer sums (float32, or
+    int32 under TILE_ROWS rows); the caller guarantees they fit (below 2^24).
+
+    Under TILE_ROWS rows (a small file's one or two segments) a step is bound by streaming
+    the weights, and one vpmaddwd dot per output does it fastest; from TILE_ROWS rows on,
+    the float32 tiles, which widen each weight once for 4 rows."""
+    if xq.shape[0] < TILE_ROWS:
+        out = np.empty((xq.shape[0], w8.shape[0]), np.int32)
+        _products_dots(xq.astype(np.int16), w8, out)
+    else:
+        out = np.empty((xq.shape[0], w8.shape[0]), np.float32)
+        _products_tiles(xq, w8, out)
     return out
 
 
-@njit(inline="always")
-def _scores(q, keys_t, out):
-    """out[t] = q . keys_t[:, t] in int32, two channels a pass: with keys stored channel-
-    major (D, T) the loop runs along the keys, vectorized, with no horizontal sums
-    (measured: 32 GMAC/s against 17 for a dot product per key)."""
-    out[:] = 0
-    for d in range(0, keys_t.shape[0] - 1, 2):
-        qa, qb = np.int32(q[d]), np.int32(q[d + 1])
-        ka, kb = keys_t[d], keys_t[d + 1]
-        for t in range(out.shape[0]):
-            out[t] = np.int32(out[t] + qa * np.int32(ka[t]) + qb * np.int32(kb[t]))
-    if keys_t.shape[0] % 2:
-        d = keys_t.shape[0] - 1
-        qa, ka = np.int32(q[d]), keys_t[d]
-        for t in range(out.shape[0]):
-            out[t] = np.int32(out[t] + qa * np.int32(ka[t]))
+@njit(fastmath=EXACT_SUMS, cache=True)
+def _scores_pair(qa, qb, keys_t, sa, sb):
+    """sa[t] = qa . keys_t[:, t] and sb likewise, two queries sharing each key's widening,
+    four channels a pass (keys channel-major: the loop runs along the keys, no horizontal
+    sums)."""
+    sa[:] = 0
+    sb[:] = 0
+    for d in range(0, keys_t.shape[0], 4):  # head_dim % 4 == 0 (`attend_cached`)
+        a0, a1, a2, a3 = qa[d], qa[d + 1], qa[d + 2], qa[d + 3]
+        b0, b1, b2, b3 = qb[d], qb[d + 1], qb[d + 2], qb[d + 3]
+        k0, k1, k2, k3 = keys_t[d], keys_t[d + 1], keys_t[d + 2], keys_t[d + 3]
+        for t in range(sa.shape[0]):
+            x0, x1 = np.float32(k0[t]), np.float32(k1[t])
+            x2, x3 = np.float32(k2[t]), np.float32(k3[t])
+            sa[t] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+            sb[t] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+
+
+@njit(fastmath=EXACT_SUMS, cache=True)
+def _scores_triple(qa, qb, qc, keys_t, sa, sb, sc):
+    """`_scores_pair` for three queries (a KV head shared by 3 query heads, as in SmolLM2)."""
+    sa[:] = 0
+    sb[:] = 0
+    sc[:] = 0
+    for d in range(0, keys_t.shape[0], 4):
+        a0, a1, a2, a3 = qa[d], qa[d + 1], qa[d + 2], qa[d + 3]
+        b0, b1, b2, b3 = qb[d], qb[d + 1], qb[d + 2], qb[d + 3]
+        c0, c1, c2, c3 = qc[d], qc[d + 1], qc[d + 2], qc[d + 3]
+        k0, k1, k2, k3 = keys_t[d], keys_t[d + 1], keys_t[d + 2], keys_t[d + 3]
+        for t in range(sa.shape[0]):
+            x0, x1 = np.float32(k0[t]), np.float32(k1[t])
+            x2, x3 = np.float32(k2[t]), np.float32(k3[t])
+            sa[t] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+            sb[t] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+            sc[t] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+
+
+@njit(fastmath=EXACT_SUMS, cache=True)
+def _weigh_pair(fa, fb, values_t, out_a, out_b):
+    """out_a[d] = fa . values_t[d] and out_b likewise: two queries' weights x values,
+    two channels a pass."""
+    for d in range(0, values_t.shape[0], 2):
+        va, vb = values_t[d], values_t[d + 1]
+        s00 = s01 = s10 = s11 = np.float32(0)
+        for t in range(fa.shape[0]):
+            x, y = np.float32(va[t]), np.float32(vb[t])
+            s00 += fa[t] * x
+            s01 += fa[t] * y
+            s10 += fb[t] * x
+            s11 += fb[t] * y
+        out_a[d], out_a[d + 1], out_b[d], out_b[d + 1] = s00, s01, s10, s11
+
+
+@njit(fastmath=EXACT_SUMS, cache=True)
+def _weigh_triple(fa, fb, fc, values_t, out_a, out_b, out_c):
+    """`_weigh_pair` for three queries."""
+    for d in range(0, values_t.shape[0], 2):
+        va, vb = values_t[d], values_t[d + 1]
+        s00 = s01 = s10 = s11 = s20 = s21 = np.float32(0)
+        for t in range(fa.shape[0]):
+            x, y = np.float32(va[t]), np.float32(vb[t])
+            s00 += fa[t] * x
+            s01 += fa[t] * y
+            s10 += fb[t] * x
+            s11 += fb[t] * y
+            s20 += fc[t] * x
+            s21 += fc[t] * y
+        out_a[d], out_a[d + 1], out_b[d], out_b[d + 1] = s00, s01, s10, s11
+        out_c[d], out_c[d + 1] = s20, s21
 
 
 @njit(parallel=True, cache=True)
-def attend_cached(q, q_scale, keys_t, k_factor, values, v_scale, lo, hi, table, out):
+def attend_cached(q, q_scale, keys_t, k_factor, values_t, v_scale, lo, hi, table, out):
     """Attention of each row's G query heads over its cached keys lo..hi (inclusive).
 
-    q (B, H, G, D) integers with q_scale (B, H, G); keys_t (B, H, D, T) int8, channel-
-    major, with k_factor (each key's scale times the logit factor) (B, H, T); values
-    (B, H, T, D) int8 with v_scale (B, H, T); out (B, H, G, D). The per-query rules are
-    the encoder's (`arithmetic.fold_score_block`): `fold_weights`; sums exact in int32."""
+    q (B, H, G, D) float32 integers with q_scale (B, H, G); keys_t and values_t (B, H, D, T)
+    int8, channel-major, with k_factor (each key's scale times the logit factor) and v_scale
+    (B, H, T); out (B, H, G, D). The per-query rules are the encoder's
+    (`arithmetic.fold_score_block`): `fold_weights`, in float64 outside the exact sums.
+    The queries of a KV head go in threes where G allows, else in pairs (the last one
+    paired with itself when G is odd): each key and value is widened once per group."""
     n_rows, n_heads, n_groups, dim = q.shape
     n = hi - lo + 1
+    triples = n_groups % 3 == 0
     for i in prange(n_rows * n_heads):
         b, h = i // n_heads, i % n_heads
-        key_cols, value_rows = keys_t[b, h, :, lo:hi + 1], values[b, h, lo:hi + 1]
+        key_cols, value_cols = keys_t[b, h, :, lo:hi + 1], values_t[b, h, :, lo:hi + 1]
         factors, v_scales = k_factor[b, h, lo:hi + 1], v_scale[b, h, lo:hi + 1]
-        scores = np.empty(n, np.int32)
-        logits = np.empty(n)
-        folded = np.empty((n_groups, n))
-        scales = np.empty(n_groups)
+        qs = q[b, h]
+        scores = np.empty((n_groups + 1, n), np.float32)
+        folded = np.empty((n_groups + 1, n), np.float32)
+        acc = np.empty((n_groups + 1, dim), np.float32)
+        logits, weights, scales = np.empty(n), np.empty(n), np.empty(n_groups)
+        for g in range(0, n_groups, 3 if triples else 2):
+            if triples:
+                _scores_triple(qs[g], qs[g + 1], qs[g + 2], key_cols, scores[g], scores[g + 1],
+                               scores[g + 2])
+            else:
+                _scores_pair(qs[g], qs[min(g + 1, n_groups - 1)], key_cols, scores[g],
+                             scores[g + 1])
         for g in range(n_groups):
-            _scores(q[b, h, g], key_cols, scores)
-            qs = q_scale[b, h, g]
+            factor = q_scale[b, h, g]
             for t in range(n):
-                logits[t] = scores[t] * (qs * factors[t])
-            scales[g] = fold_weights(logits, v_scales, table, folded[g])
-        acc = np.zeros((n_groups, dim), np.int32)
-        for t in range(n):
-            for g in range(n_groups):
-                weight = np.int32(folded[g, t])
-                for d in range(dim):
-                    acc[g, d] = np.int32(acc[g, d] + weight * np.int32(value_rows[t, d]))
+                logits[t] = np.float64(scores[g, t]) * (factor * factors[t])
+            scales[g] = fold_weights(logits, v_scales, table, weights)
+            folded[g] = weights  # integers below 2^17: exact in float32
+        folded[n_groups] = folded[n_groups - 1]
+        for g in range(0, n_groups, 3 if triples else 2):
+            if triples:
+                _weigh_triple(folded[g], folded[g + 1], folded[g + 2], value_cols, acc[g],
+                              acc[g + 1], acc[g + 2])
+            else:
+                _weigh_pair(folded[g], folded[g + 1], value_cols, acc[g], acc[g + 1])
         for g in range(n_groups):
             for d in range(dim):
                 out[b, h, g, d] = np.float64(acc[g, d]) * scales[g]

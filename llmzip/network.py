@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import arithmetic as ar
-from .kernels import attend_cached, products_blas, products_int32, transposed_float32
+from .kernels import attend_cached, products_blas, products_tiles, transposed_float32
 from .tables import grown, rope_table
 
 __all__ = ["ARCHITECTURES", "ExactNetwork", "Stepper", "quantize_checkpoint", "supports"]
@@ -34,7 +34,7 @@ ARCHITECTURES = {  # model_type -> what exact arithmetic must do differently
 }
 QUERY_BLOCK = 256  # encoder: queries per attention block (skips most of the masked half)
 LOGIT_ELEMENTS = 2**24  # encoder: vocabulary logits per chunk (256 rows of 49k, 64 of 262k)
-BLAS_ROWS = 256  # from this many rows, float32 BLAS beats int32 loops despite converting weights
+BLAS_ROWS = 256  # from this many rows, float32 BLAS beats int8 tiles despite converting weights
 MAX_FEATURES = 2048  # widest matmul input the bound (L1 + K rounding) x 127 < 2^24 allows
 
 
@@ -105,6 +105,9 @@ def quantize_checkpoint(config: dict, state: dict[str, np.ndarray]) -> tuple[dic
     if config.get("attn_logit_softcapping") or config.get("final_logit_softcapping"):
         raise NotImplementedError("logit soft-capping is not in exact arithmetic yet")
     meta = _network_meta(config, arch_name, arch)
+    if meta["head_dim"] % 4:
+        raise NotImplementedError(f"head size {meta['head_dim']} is not a multiple of 4, "
+                                  "which the exact attention kernels step by")
     arrays = {"embed": np.ascontiguousarray(state["model.embed_tokens.weight"], np.float32)}
     gains = _gains(state, arch)
     for i in range(config["num_hidden_layers"]):
@@ -234,8 +237,9 @@ class ExactNetwork:
 
     def linear(self, lin: Linear, x: np.ndarray, products,
                normed: bool = False) -> np.ndarray:
-        """lin applied to x (R, K), or to RMSNorm(x) (times the kept gain): (R, N) float64."""
-        xq = np.empty(x.shape, np.int16)
+        """lin applied to x (R, K), or to RMSNorm(x) (times the kept gain): (R, N) float64.
+        The quantized input is int16-valued float32, what every product kernel reads."""
+        xq = np.empty(x.shape, np.float32)
         factor = np.empty(x.shape[0])
         if normed:
             ar.norm_quantize_rows(x, lin.gain, self.eps, xq, factor)
@@ -270,9 +274,9 @@ class ExactNetwork:
 
     @staticmethod
     def quantize_qkv(q, k, v):
-        """int16 queries (R, heads, D) with scales (R, heads); int8 keys and values
-        (R, H, D) with a scale per (row, head)."""
-        qq, qs = np.empty(q.shape, np.int16), np.empty(q.shape[:2])
+        """Queries (R, heads, D) as int16-valued float32 with scales (R, heads); int8 keys
+        and values (R, H, D) with a scale per (row, head)."""
+        qq, qs = np.empty(q.shape, np.float32), np.empty(q.shape[:2])
         ar.quantize_queries(q, qq, qs)
         kq, ks = np.empty(k.shape, np.int8), np.empty(k.shape[:2])
         ar.quantize_kv(k, kq, ks)
@@ -296,11 +300,11 @@ class ExactNetwork:
         chunk at the same positions in each segment still running: one forward per segment,
         then one head product per chunk over all of them (the head's 28M weights read once
         per 2^24 table entries, not once per segment's share). device: products on a torch
-        device (`device.DeviceProducts`), else float32 BLAS or int32 loops."""
+        device (`device.DeviceProducts`), else float32 BLAS or int8 tiles."""
         hidden = [self._hidden(ids, device) for ids in segments]  # (T_i, d) each
         rows = sum(len(h) for h in hidden)
         head = device or (_Blas(transposed_float32(self.lm_head.w8)) if rows >= BLAS_ROWS
-                          else _Int32())
+                          else _Tiles())
         chunk = max(1, LOGIT_ELEMENTS // (self.vocab_size * len(segments)))
         for start in range(0, max(len(h) for h in hidden), chunk):
             running = [i for i, h in enumerate(hidden) if len(h) > start]
@@ -315,7 +319,7 @@ class ExactNetwork:
             raise ValueError(f"segment of {len(ids)} tokens exceeds the exact bound of {ar.MAX_KEYS}")
         positions = np.arange(len(ids))
         h = self.embed_rows(ids)
-        products = device or (_Blas() if len(ids) >= BLAS_ROWS else _Int32())
+        products = device or (_Blas() if len(ids) >= BLAS_ROWS else _Tiles())
         for layer in self.layers:
             h = self.layer(layer, h, positions, lambda q, k, v, layer=layer: self._attend_full(
                 layer, q, k, v, products), products)
@@ -325,7 +329,6 @@ class ExactNetwork:
         """Causal (windowed) attention of a segment over itself, in blocks of QUERY_BLOCK
         queries: scores and weights x values from float32 BLAS, exact integers."""
         qq, qs, kq, ks, vq, vs = self.quantize_qkv(q, k, v)
-        qq = qq.astype(np.float32)
         t_len, g, d = q.shape[0], self.groups, self.head_dim
         out = np.empty((t_len, self.n_heads, d))
         q_pos = np.repeat(np.arange(t_len), g)
@@ -359,20 +362,20 @@ class _Blas:
 
     def __call__(self, xq, lin: Linear):
         weights = self.weights32 if self.weights32 is not None else lin.w8
-        return products_blas(xq.astype(np.float32), weights)
+        return products_blas(xq, weights)
 
     @staticmethod
     def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a @ b
 
 
-class _Int32:
-    """Integer products of a few rows: int32 loops over the int8 weights."""
+class _Tiles:
+    """Integer products of a few rows: float32 tiles over the int8 weights."""
 
     mm = staticmethod(_Blas.mm)
 
     def __call__(self, xq, lin: Linear):
-        return products_int32(xq, lin.w8)
+        return products_tiles(xq, lin.w8)
 
 
 class Stepper:
@@ -382,11 +385,11 @@ class Stepper:
     def __init__(self, net: ExactNetwork, n_rows: int, max_len: int, device=None):
         if max_len > ar.MAX_KEYS:
             raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {ar.MAX_KEYS}")
-        self.net, self.pos, self.products = net, 0, device or _Int32()
-        shape = (len(net.layers), n_rows, net.n_kv, max_len + 1, net.head_dim)
-        self.keys_t = np.zeros((*shape[:3], net.head_dim, max_len + 1), np.int8)  # (.., D, T)
-        self.values = np.zeros(shape, np.int8)
-        self.k_factor, self.v_scale = np.zeros(shape[:-1]), np.zeros(shape[:-1])
+        self.net, self.pos, self.products = net, 0, device or _Tiles()
+        shape = (len(net.layers), n_rows, net.n_kv, net.head_dim, max_len + 1)  # (.., D, T)
+        self.keys_t, self.values_t = np.zeros(shape, np.int8), np.zeros(shape, np.int8)
+        scales = (len(net.layers), n_rows, net.n_kv, max_len + 1)
+        self.k_factor, self.v_scale = np.zeros(scales), np.zeros(scales)
 
     @staticmethod
     def cache_bytes(net: ExactNetwork, n_rows: int, max_len: int) -> int:
@@ -410,13 +413,13 @@ class Stepper:
         net, pos, rows = self.net, self.pos, q.shape[0]
         qq, qs, kq, ks, vq, vs = net.quantize_qkv(q, k, v)
         self.keys_t[index, :rows, :, :, pos] = kq
-        self.values[index, :rows, :, pos] = vq
+        self.values_t[index, :rows, :, :, pos] = vq
         self.k_factor[index, :rows, :, pos] = ks * net.q_factor
         self.v_scale[index, :rows, :, pos] = vs
         lo = max(0, pos - layer.window + 1) if layer.window else 0
         shape = (rows, net.n_kv, net.groups, net.head_dim)
         out = np.empty(shape)
         attend_cached(qq.reshape(shape), qs.reshape(shape[:3]), self.keys_t[index, :rows],
-                      self.k_factor[index, :rows], self.values[index, :rows],
+                      self.k_factor[index, :rows], self.values_t[index, :rows],
                       self.v_scale[index, :rows], lo, pos, ar.ATTENTION_EXP, out)
         return out.reshape(rows, net.n_heads * net.head_dim)

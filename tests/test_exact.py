@@ -118,7 +118,7 @@ ADVERSARIAL_ROWS = {
 @pytest.mark.parametrize("row", ADVERSARIAL_ROWS.values(), ids=ADVERSARIAL_ROWS.keys())
 def test_matrix_inputs_keep_their_l1_below_the_float32_bound(row):
     x = row[None, :].copy()
-    q, scale = np.empty(x.shape, np.int16), np.empty(1)  # the engine's types: no new compile
+    q, scale = np.empty(x.shape, np.float32), np.empty(1)  # the engine's types: no new compile
     ar.quantize_rows(x, q, scale)
     assert np.abs(q).max() <= ar.ACT_MAX
     assert np.abs(q).sum() <= ar.L1_CAP + x.shape[1]
@@ -126,17 +126,46 @@ def test_matrix_inputs_keep_their_l1_below_the_float32_bound(row):
 
 
 @pytest.mark.parametrize("row", ADVERSARIAL_ROWS.values(), ids=ADVERSARIAL_ROWS.keys())
-def test_float32_blas_and_int32_loops_give_the_exact_products(row):
-    """Worst-case weights (all +-127, signs matching the input) on every adversarial row."""
-    x = row[None, :].copy()
-    q, scale = np.empty(x.shape, np.int16), np.empty(1)  # the engine's types: no new compile
+def test_float32_blas_and_int8_tiles_give_the_exact_products(row):
+    """Worst-case weights (all +-127, signs matching the input) on every adversarial row;
+    5 rows and 7 outputs take every path of the tiles (4 rows, a row left over, 4
+    outputs, 3 left over)."""
+    x = np.vstack([row, -row, row[::-1], 0.5 * row, row])
+    q, scale = np.empty(x.shape, np.float32), np.empty(len(x))  # the engine's types
     ar.quantize_rows(x, q, scale)
-    w = np.vstack([np.where(q[0] >= 0, 127, -127), -np.where(q[0] >= 0, 127, -127),
-                   RNG.integers(-127, 128, q.shape[1])]).astype(np.int8)
+    signs = np.where(q[0] >= 0, 127, -127)
+    w = np.vstack([signs, -signs, RNG.integers(-127, 128, (4, q.shape[1])), signs[::-1]])
+    w = w.astype(np.int8)
     w.setflags(write=False)  # as the engine's memory-mapped weights
     exact = q.astype(np.int64) @ w.astype(np.int64).T
-    assert np.array_equal(kernels.products_blas(q.astype(np.float32), w), exact)
-    assert np.array_equal(kernels.products_int32(q.astype(np.int16), w), exact)
+    assert np.array_equal(kernels.products_blas(q, w), exact)
+    for rows in (1, 3, 5):  # one int32 dot per output under 4 rows, float32 tiles from 4
+        assert np.array_equal(kernels.products_tiles(q[:rows], w), exact[:rows])
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 4])
+def test_cached_attention_equals_exact_integer_attention(groups):
+    """The decoder's attention kernel against the rules written out with int64 sums, for
+    query heads per KV head in pairs (1, 2, 4) and in threes (3), over a windowed span
+    with extreme keys and values and some zero value scales."""
+    rows, heads, dim, cached, lo, hi = 2, 2, 8, 40, 5, 30
+    q = RNG.integers(-4000, 4001, (rows, heads, groups, dim)).astype(np.float32)
+    q_scale = RNG.random((rows, heads, groups)) * 1e-3
+    keys_t = RNG.choice([-127, -1, 0, 3, 127], (rows, heads, dim, cached)).astype(np.int8)
+    values_t = RNG.integers(-127, 128, (rows, heads, dim, cached)).astype(np.int8)
+    k_factor = RNG.random((rows, heads, cached)) * 100
+    v_scale = RNG.random((rows, heads, cached)) * (RNG.random((rows, heads, cached)) > 0.2)
+    out = np.empty(q.shape)
+    kernels.attend_cached(q, q_scale, keys_t, k_factor, values_t, v_scale, lo, hi,
+                          ar.ATTENTION_EXP, out)
+    span = slice(lo, hi + 1)
+    for b, h, g in np.ndindex(rows, heads, groups):
+        scores = q[b, h, g].astype(np.int64) @ keys_t[b, h, :, span].astype(np.int64)
+        logits = scores.astype(np.float64) * (q_scale[b, h, g] * k_factor[b, h, span])
+        folded = np.empty(hi + 1 - lo)
+        scale = ar.fold_weights(logits, v_scale[b, h, span], ar.ATTENTION_EXP, folded)
+        want = (folded.astype(np.int64) @ values_t[b, h, :, span].T.astype(np.int64)) * scale
+        assert np.array_equal(out[b, h, g], want)
 
 
 def test_folded_attention_weights_stay_below_2_to_the_17():
@@ -159,7 +188,7 @@ def test_spread_norm_gains_stay_out_of_the_int8_weights():
 
     def error(fold):
         lin = _quantize(weight, gain, fold)
-        q, factor = np.empty(h.shape, np.int16), np.empty(len(h))  # as the engine calls it
+        q, factor = np.empty(h.shape, np.float32), np.empty(len(h))  # as the engine calls it
         kept = lin.get("gain", NO_GAIN).copy()
         kept.setflags(write=False)  # the engine's gains are read-only: the same compiled kernel
         ar.norm_quantize_rows(h, kept, 1e-6, q, factor)
@@ -205,5 +234,5 @@ def test_numba_rules_are_single_ieee_operations_never_fused():
 def test_stepper_cache_is_int8_with_one_scale_per_vector(tiny_llama):
     engine, _ = open_engine(tiny_llama, None)
     stepper = engine.stepper(3, 50)
-    assert isinstance(stepper, Stepper) and stepper.keys_t.dtype == stepper.values.dtype == np.int8
+    assert isinstance(stepper, Stepper) and stepper.keys_t.dtype == stepper.values_t.dtype == np.int8
     assert engine.cache_bytes(3, 50) == stepper.keys_t.nbytes * 2 + stepper.v_scale.nbytes * 2

@@ -1,0 +1,88 @@
+"""Where a decoder step's time goes: the exact engine's KV-cached step by rows and cached positions.
+
+Usage: python bench/steps.py [--model smollm2-135m] [--rows 1 2 4 11] [--positions 500 2000 4000]
+                             [--threads 1 2] [--steps 8]
+
+A decoder step feeds one token to each row (segment) being decoded; its cost sets
+decompression speed. For each thread count, row count and cached position this prints the
+median step time, tokens per second, and how much of the step went to the matrix products
+(`network` products object) and to attention over the cache (`kernels.attend_cached`); the
+rest is the small kernels (norms, RoPE, quantization, frequencies) and Python. The cache
+holds zeros: a step's cost does not depend on what the cache holds. Run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
+import numba
+import numpy as np
+
+from llmzip import network
+from llmzip.engine import open_engine
+
+
+class Timed:
+    """Wraps a callable and adds up the seconds spent in it."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args):
+        started = time.perf_counter()
+        try:
+            return self.fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def __getattr__(self, name):
+        return getattr(self.fn, name)
+
+
+ATTEND = network.attend_cached
+
+
+def measure(net, rows: int, position: int, steps: int) -> dict:
+    stepper = network.Stepper(net, rows, 4096)
+    ids = np.arange(rows, dtype=np.int64) + 100
+    stepper.step(ids)  # first use: buffers and any compile
+    stepper.pos = position
+    products = stepper.products = Timed(stepper.products)
+    attention = network.attend_cached = Timed(ATTEND)
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        stepper.step(ids)
+        stepper.pos = position
+        times.append(time.perf_counter() - started)
+    total = sum(times)
+    return {"ms": 1000 * statistics.median(times), "tok_s": rows / statistics.median(times),
+            "products": products.seconds / total, "attention": attention.seconds / total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 11])
+    parser.add_argument("--positions", type=int, nargs="+", default=[500, 2000, 4000])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, default=8)
+    args = parser.parse_args()
+    engine, _ = open_engine(args.model, None)
+    print(f"{args.model}, numba {numba.__version__}, median of {args.steps} steps")
+    print("| threads | rows | cached positions | ms per step | tokens/s | products | attention |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for threads in args.threads:
+        numba.set_num_threads(threads)
+        for rows in args.rows:
+            for position in args.positions:
+                r = measure(engine.net, rows, position, args.steps)
+                print(f"| {threads} | {rows} | {position:,} | {r['ms']:.1f} | {r['tok_s']:.0f} | "
+                      f"{r['products']:.0%} | {r['attention']:.0%} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
