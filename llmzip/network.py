@@ -51,10 +51,10 @@ class Linear:
     gain: np.ndarray  # (in,) float64, or empty when folded into w8 or absent
 
     def digest_into(self, h) -> None:
-        h.update(np.ascontiguousarray(self.w8).tobytes())
-        h.update(np.ascontiguousarray(self.scale).tobytes())
+        h.update(np.ascontiguousarray(self.w8))  # the array's bytes, hashed without a copy
+        h.update(np.ascontiguousarray(self.scale))
         if self.gain.size:
-            h.update(np.ascontiguousarray(self.gain).tobytes())
+            h.update(np.ascontiguousarray(self.gain))
 
 
 @dataclass
@@ -180,12 +180,12 @@ def network_digest(version: bytes, arch: str, heads: tuple, factors: tuple, embe
     h.update(version + arch.encode())
     h.update(np.array(heads, np.int64).tobytes())
     h.update(np.array(factors, np.float64).tobytes())
-    h.update(np.ascontiguousarray(embed).tobytes())
+    h.update(np.ascontiguousarray(embed))
     for linears, arrays, theta, window in layers:
         for lin in linears:
             lin.digest_into(h)
         for a in arrays:
-            h.update(np.ascontiguousarray(a).tobytes())
+            h.update(np.ascontiguousarray(a))
         h.update(np.array([theta, window], np.float64).tobytes())
     lm_head.digest_into(h)
     return h.digest()

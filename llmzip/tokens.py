@@ -37,6 +37,15 @@ def _gpt2_unicode_to_byte() -> dict[str, int]:
     return {chr(c): b for b, c in chars.items()}
 
 
+def _byte_translation() -> dict[int, str]:
+    """GPT-2's byte characters to latin-1 characters of the same byte values, for
+    str.translate; every other character below 256 to one that latin-1 cannot encode, so
+    a piece with any character outside the alphabet fails to encode as bytes."""
+    table = {ord(c): chr(b) for c, b in _gpt2_unicode_to_byte().items()}
+    table.update({c: "\uffff" for c in range(256) if c not in table})
+    return table
+
+
 def _is_byte_level(backend) -> bool:
     return backend.decoder is not None and "ByteLevel" in repr(backend.decoder)
 
@@ -47,7 +56,7 @@ def _token_table(backend, vocab_size: int) -> tuple[list[bytes], dict[int, int]]
     n = min(vocab_size, backend.get_vocab_size(with_added_tokens=True))
     pieces = [backend.id_to_token(i) for i in range(n)]
     byte_level = _is_byte_level(backend)
-    to_byte = _gpt2_unicode_to_byte()
+    to_byte = _byte_translation()
     table: list[bytes] = []
     byte_ids: dict[int, int] = {}
     for i, piece in enumerate(pieces):
@@ -56,10 +65,12 @@ def _token_table(backend, vocab_size: int) -> tuple[list[bytes], dict[int, int]]
         elif i in added:
             raw = piece.encode("utf-8")
         elif byte_level:
-            raw = bytes(to_byte[c] for c in piece) if all(c in to_byte for c in piece) \
-                else piece.encode("utf-8")
-            if len(piece) == 1 and piece in to_byte:
-                byte_ids.setdefault(raw[0], i)
+            try:  # every character one of the 256 byte characters: those bytes
+                raw = piece.translate(to_byte).encode("latin-1")
+                if len(piece) == 1:
+                    byte_ids.setdefault(raw[0], i)
+            except UnicodeEncodeError:  # else the piece as text
+                raw = piece.encode("utf-8")
         elif m := _BYTE_PIECE.fullmatch(piece):
             raw = bytes([int(m.group(1), 16)])
             byte_ids[raw[0]] = i
