@@ -10,7 +10,7 @@ from llmzip import arithmetic as ar
 from llmzip import kernels
 from llmzip.engine import open_engine
 from llmzip.network import NO_GAIN, Stepper, _quantize
-from llmzip.tables import exp_table, rope_table, sigmoid_table
+from llmzip.tables import exp_table, grown, rope_table, sigmoid_table
 
 from conftest import corpus_file
 
@@ -211,6 +211,23 @@ def test_sigmoid_table_error_below_1e_6():
     table, diff = sigmoid_table(ar.SIGMOID_RANGE, ar.SIGMOID_STEPS)
     ar.gated_activation(np.hstack([x, np.ones_like(x)]), False, table, diff, out)
     assert np.abs(out[:, 0] / x[:, 0] - 1 / (1 + np.exp(-x[:, 0]))).max() < 1e-6
+
+
+def test_a_decoder_past_the_rope_table_rebuilds_it_rarely_and_rows_do_not_change():
+    """One more position a step (a segment longer than the first table) must not rebuild
+    the table each step; and a row of a longer table equals the shorter table's row."""
+    cache, builds = {}, []
+
+    def build(n):
+        builds.append(n)
+        return rope_table(10000.0, 8, n)
+
+    for n_pos in range(20, 400):
+        cos, sin = grown(cache, "theta", n_pos, build)
+        assert cos.shape[0] >= n_pos
+    assert builds == [20, 40, 80, 160, 320, 640]
+    short = rope_table(10000.0, 8, 20)
+    assert np.array_equal(cos[:20], short[0]) and np.array_equal(sin[:20], short[1])
 
 
 def test_rope_table_matches_cos_and_sin():
