@@ -41,7 +41,7 @@ $(VENV)/.chromium: | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.kernels
-	@mkdir -p build/demo && cp $(SAMPLE) build/demo/sample.txt && rm -f build/demo/sample.txt.llmz
+	@mkdir -p build/demo && cp $(SAMPLE) build/demo/sample.txt && rm -f build/demo/sample.txt.llmz build/demo/restored.txt
 	$(BIN)/llmzip compress build/demo/sample.txt
 	$(BIN)/llmzip decompress -o build/demo/restored.txt build/demo/sample.txt.llmz
 	cmp build/demo/sample.txt build/demo/restored.txt && echo "round trip: identical"
