@@ -1,6 +1,6 @@
 """Decompression against compression: speed, memory, start-up and a busy neighbour, one run.
 
-Usage: python bench/speed.py [--corpus DIR] [--no-readme] [--skip-big]
+Usage: python bench/speed.py [--corpus DIR] [--no-readme] [--skip-big | --only-big]
 
 Every phase runs in a fresh process (`llmzip.measure`) and reports its own peak memory;
 the model is loaded before the clock starts, except for the start-up row, which times a
@@ -70,7 +70,7 @@ def kbps(row: dict, key: str) -> float:
     return row["bytes"] / 1000 / row[key]
 
 
-def report(rows: list[dict], start_s: float, header: str) -> str:
+def report(rows: list[dict], start_s: float | None, header: str) -> str:
     lines = [header, "",
              "| text | bytes | tokens | bits/byte | compress KB/s | decompress KB/s "
              "| decompress / compress | peak MB compress | peak MB decompress | round trip |",
@@ -86,8 +86,9 @@ def report(rows: list[dict], start_s: float, header: str) -> str:
         lines += ["", f"With a busy process pinned to one of the 2 cores, decompressing "
                   f"{r['label']} took {r['decompress_busy_s']:.1f} s against "
                   f"{r['decompress_s']:.1f} s alone: {r['decompress_busy_s'] / r['decompress_s']:.2f}x."]
-    lines += ["", f"Start-up: `llmzip compress` of a 100-byte file, the converted model cached, "
-              f"takes {start_s:.2f} s from process start to exit (best of 3)."]
+    if start_s is not None:
+        lines += ["", f"Start-up: `llmzip compress` of a 100-byte file, the converted model "
+                  f"cached, takes {start_s:.2f} s from process start to exit (best of 3)."]
     return "\n".join(lines)
 
 
@@ -95,22 +96,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     parser.add_argument("--no-readme", action="store_true")
-    parser.add_argument("--skip-big", action="store_true", help="leave out the 1 MB text")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--skip-big", action="store_true", help="leave out the 1 MB text")
+    sizes.add_argument("--only-big", action="store_true",
+                       help="only the 1 MB text (about an hour), to bench/results/speed-big.*")
     args = parser.parse_args()
     alice = args.corpus / "alice29.txt"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        start_s = startup(work)
-        rows = [round_trip("alice29.txt, first 20 KB", alice, work, 20_000, neighbour=True),
-                round_trip("alice29.txt", alice, work)]
+        start_s, rows = None, []
+        if not args.only_big:
+            start_s = startup(work)
+            rows = [round_trip("alice29.txt, first 20 KB", alice, work, 20_000, neighbour=True),
+                    round_trip("alice29.txt", alice, work)]
         if not args.skip_big:
             rows.append(round_trip("1 MB of corpus text", big_text(args.corpus, work), work))
     date = datetime.date.today().isoformat()
-    header = (f"Measured {date} on {machine()}; `bench/speed.py`, every phase in a fresh "
-              "process, nothing else running.")
+    header = (f"Measured {date} on {machine()}; `bench/speed.py"
+              f"{' --only-big' if args.only_big else ''}`, every phase in a fresh process, "
+              "nothing else running.")
     text = report(rows, start_s, header)
-    publish(ROOT, "speed", text, {"date": date, "machine": machine(), "startup_s": start_s,
-                                  "rows": rows}, readme=not args.no_readme)
+    publish(ROOT, "speed-big" if args.only_big else "speed", text,
+            {"date": date, "machine": machine(), "startup_s": start_s, "rows": rows},
+            readme=not (args.no_readme or args.only_big))
     if not all(r["ok"] for r in rows):
         raise SystemExit("a round trip FAILED")
 
