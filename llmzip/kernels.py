@@ -243,7 +243,8 @@ def attend_cached(q, q_scale, keys_t, k_factor, values_t, v_scale, lo, hi, table
                 logits[t] = np.float64(scores[g, t]) * (factor * factors[t])
             scales[g] = fold_weights(logits, v_scales, table, weights)
             folded[g] = weights  # integers below 2^17: exact in float32
-        folded[n_groups] = folded[n_groups - 1]
+        if not triples and n_groups % 2:  # the last query's pair is itself
+            folded[n_groups] = folded[n_groups - 1]
         for g in range(0, n_groups, 3 if triples else 2):
             if triples:
                 _weigh_triple(folded[g], folded[g + 1], folded[g + 2], value_cols, acc[g],
