@@ -389,8 +389,11 @@ class _Team:
 @click.option("--adapt", type=click.Choice(["counts", "none"]), default="counts",
               show_default=True, help="counts: mix in what followed each recent context in "
               "the file so far (learns names and repeats); none: the model alone.")
+@click.option("--copies/--no-copies", default=True, show_default=True,
+              help="Take repeats of 256 bytes or more out as copies of earlier bytes (such an "
+              "archive is format version 4, which llmzip before copies cannot read).")
 def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive, device, model,
-             arithmetic, segment_tokens, group_size, adapt):
+             arithmetic, segment_tokens, group_size, adapt, copies):
     """Compress FILES to FILE.llmz (- reads standard input).
 
     With -c, the archives go to standard output back to back, as gzip's members do: that
@@ -399,7 +402,7 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
     from .jobs import expand
     run = _Team(lambda team: Codec(model, team, arithmetic=arithmetic, threads=threads,
                                    segment_tokens=segment_tokens, group_size=group_size,
-                                   adapt=adapt, device=device))
+                                   adapt=adapt, copies=copies, device=device))
     names = expand(files, recursive, lambda p: not p.name.endswith(SUFFIX))
     targets = dict(_targets(names, output, to_stdout, _archive_name))
     for job in run.jobs(names, one_stream=to_stdout or bool(output)):
@@ -544,6 +547,8 @@ def _format_info(label: str, f: dict) -> str:
         lines.append(f"  decoding   {f['model_tokens']:,} tokens through the model for "
                      f"{f['model_bytes']:,} bytes, in {n_streams} stream"
                      + ("s" if n_streams != 1 else ""))
+    if f["copies"]:
+        lines.append(f"  copies     {f['copies']:,} of earlier bytes, {f['copied_bytes']:,} bytes")
     for b in f["blocks"]:
         extra = f"{b['tokens']:,} tokens" if b["method"] == "model" else f"{b['payload_bytes']:,} B"
         lines.append(f"  block      {b['method']:<7} {b['bytes']:>10,} bytes  {extra}")

@@ -1,11 +1,12 @@
 """File <-> archive: segments -> tokens -> engine -> coder -> container, and the inverse.
 
-Compression is a handful of stages (`Codec.compress_with_stats`): cut the file into
-segments (`segments`), get the model's coder rows for the candidates (a full forward per
+Compression is a handful of stages (`Codec.compress_with_stats`): take long repeats out
+as copies (`repeats`), cut the rest into segments (`segments`), get the model's coder rows for the candidates (a full forward per
 segment with exact arithmetic, else the decoder's own steps), choose each segment's method,
 code the model segments in groups of `group_size` (one range-coder stream per group), pack
 the archive. Decompression decodes a wave of groups at a time in lockstep (`lockstep`), as
-many as the decoder's memory budget allows, then checks every size and the checksum.
+many as the decoder's memory budget allows, puts the copies back, then checks every size
+and the checksum.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import modelcoding
+from . import modelcoding, repeats
 from . import segments as seg
 from .coder import default_bucket_size
 from .container import (Arithmetic, Header, Method, ModelInfo, check_bucket_size, pack,
                         split_members, unpack)
 from .errors import CorruptArchiveError, ModelMismatchError
-from .settings import Settings
+from .settings import Settings, physical_memory
 
 __all__ = ["Codec", "CompressStats", "SegmentCost", "content_checksum"]
 
@@ -35,7 +36,7 @@ def content_checksum(data: bytes) -> bytes:
 class SegmentCost:
     """What each token of one model-coded segment cost (for `explain` and reports)."""
 
-    start: int  # byte offset of the segment in the file
+    start: int  # byte offset of the segment in the literal bytes (the file less its copies)
     ids: tuple[int, ...]
     bits: np.ndarray  # (T,) -log2 p of each token under the coded frequencies
 
@@ -48,7 +49,8 @@ class CompressStats:
     archive_bytes: int
     code_bits: int  # bits of the range-coder streams
     segments: list[SegmentCost] = field(default_factory=list)  # model-coded, in file order
-    blocks: dict = field(default_factory=dict)  # method name -> original bytes
+    blocks: dict = field(default_factory=dict)  # method name (or "copy") -> original bytes
+    copies: list = field(default_factory=list)  # container.Copy, in file order
     model: str = ""
     arithmetic: str = ""
     elapsed_s: float = 0.0
@@ -144,23 +146,26 @@ class Codec:
         archive (the others get None, None)."""
         started, loading_before = time.perf_counter(), self.load_s
         data = bytes(data)
-        segments, coded, engine = self._model_coding(data, progress, observe)
+        found = repeats.copies(data) if self.settings.copies else []
+        segments, coded, engine = self._model_coding(repeats.literal(data, found), progress,
+                                                     observe)
         if coded is None:
             return None, None
         blocks, payloads = seg.classical_blocks(segments, set(coded.bits))
         info = self._model_info(engine, coded.adaptation) if coded.bits else None
-        archive = pack(Header(len(data), content_checksum(data), blocks, info), payloads,
-                       coded.streams)
+        archive = pack(Header(len(data), content_checksum(data), blocks, info, copies=found),
+                       payloads, coded.streams)
         stats = CompressStats(
             len(data), len(archive), 8 * sum(map(len, coded.streams)),
             [SegmentCost(segments[i].start, segments[i].ids, coded.bits[i])
-             for i in sorted(coded.bits)], _block_bytes(blocks), info.name if info else "",
-            info.arithmetic.label if info else "", time.perf_counter() - started,
-            self.load_s - loading_before)
+             for i in sorted(coded.bits)], _block_bytes(blocks, found), found,
+            info.name if info else "", info.arithmetic.label if info else "",
+            time.perf_counter() - started, self.load_s - loading_before)
         return archive, stats
 
     def _model_coding(self, data: bytes, progress, observe):
-        """The file's segments, what the model coded (None off process 0), the engine."""
+        """The segments of data (the literal bytes), what the model coded (None off
+        process 0), the engine."""
         s = self.settings
         if not data or not seg.has_text(data):
             return [seg.Segment(0, data, (), False)] if data else [], modelcoding.Coded({}, []), None
@@ -194,6 +199,11 @@ class Codec:
 
     def _decompress_one(self, blob: bytes, progress) -> bytes | None:
         header, payloads, streams = unpack(blob)
+        if header.copies and header.original_size > physical_memory() // 2:
+            raise CorruptArchiveError(
+                f"archive declares {header.original_size:,} bytes of output, more than half "
+                f"of this machine's memory ({physical_memory():,} bytes); refused "
+                "(damaged or crafted)")
         model_parts = self._decode_model_blocks(header, streams, progress) \
             if header.model_blocks() else []
         if model_parts is None:  # another process of the team assembles the output
@@ -207,6 +217,8 @@ class Codec:
             else:
                 out.append(next(payload_parts))
         data = b"".join(out)
+        if header.copies:
+            data = repeats.restore(data, header.copies, header.original_size)
         if len(data) != header.original_size or content_checksum(data) != header.checksum:
             raise CorruptArchiveError(_checksum_failure(header))
         return data
@@ -232,10 +244,12 @@ class Codec:
             raise
 
 
-def _block_bytes(blocks) -> dict:
+def _block_bytes(blocks, copies) -> dict:
     totals: dict[str, int] = {}
     for b in blocks:
         totals[b.method.name.lower()] = totals.get(b.method.name.lower(), 0) + b.raw_size
+    if copies:
+        totals["copy"] = sum(c.size for c in copies)
     return totals
 
 

@@ -24,7 +24,7 @@ from .errors import CorruptArchiveError
 
 __all__ = [
     "MAGIC", "FORMAT_VERSION", "READ_VERSIONS", "Method", "Arithmetic", "Adaptation",
-    "ModelInfo", "Block", "Header",
+    "ModelInfo", "Block", "Copy", "Header",
     "pack", "unpack", "describe", "split_members", "check_bucket_size",
     "MAX_SEGMENT_TOKENS", "MAX_GROUP_SIZE", "MAX_BUCKET_SIZE", "MAX_BUCKETS", "MAX_THREADS",
     "MAX_TOKENS_PER_BYTE",
@@ -33,9 +33,11 @@ __all__ = [
 MAGIC = b"LLMZ"
 # The version byte is the version needed to read an archive: 1 for the model alone (byte
 # for byte what llmzip wrote before adaptation, and readable by it), 2 for counts-v1, 3
-# for counts (`Adaptation`).
-FORMAT_VERSION = 3  # the newest this llmzip writes
-READ_VERSIONS = (1, 2, 3)
+# for counts (`Adaptation`), 4 for an archive with copies of long repeats (`repeats`),
+# whatever its adaptation. An archive is written with the lowest version that holds it.
+FORMAT_VERSION = 4  # the newest this llmzip writes
+READ_VERSIONS = (1, 2, 3, 4)
+COPIES_VERSION = 4
 CHECKSUM_BYTES = 8
 FINGERPRINT_BYTES = 16
 CRC_BYTES = 4
@@ -130,13 +132,31 @@ class Block:
     n_tokens: int = 0  # MODEL: tokens in this segment
 
 
+@dataclass(frozen=True)
+class Copy:
+    """size bytes of the original at dest repeat those at source (source + size <= dest)."""
+
+    dest: int
+    source: int
+    size: int
+
+
 @dataclass
 class Header:
+    """The blocks tile the literal bytes: the original with its copies taken out."""
+
     original_size: int
     checksum: bytes
     blocks: list[Block]
     model: ModelInfo | None = None
     stream_sizes: list[int] = field(default_factory=list)  # one per group of MODEL blocks
+    copies: list[Copy] = field(default_factory=list)  # format version 4: in file order
+
+    @property
+    def format_version(self) -> int:
+        """The lowest version that holds this header: what a reader needs."""
+        return max(self.model.format_version if self.model else 1,
+                   COPIES_VERSION if self.copies else 1)
 
     def model_blocks(self) -> list[Block]:
         return [b for b in self.blocks if b.method == Method.MODEL]
@@ -175,7 +195,7 @@ def _header_bytes(h: Header) -> bytes:
         out += _short_string(m.name)
         out += m.fingerprint
         out += _varint(m.segment_tokens) + _varint(m.group_size) + _varint(m.bucket_size)
-        if m.format_version >= 2:
+        if h.format_version >= 2:
             out.append(int(m.adaptation))
         if m.arithmetic == Arithmetic.FLOAT:
             out += _varint(m.threads) + _short_string(m.runtime)
@@ -186,6 +206,12 @@ def _header_bytes(h: Header) -> bytes:
         out += _varint(b.n_tokens if b.method == Method.MODEL else b.payload_size)
     for size in h.stream_sizes:
         out += _varint(size)
+    if h.format_version >= COPIES_VERSION:
+        out += _varint(len(h.copies))
+        end = 0
+        for c in h.copies:  # each as the literal bytes before it, its distance back, its size
+            out += _varint(c.dest - end) + _varint(c.dest - c.source) + _varint(c.size)
+            end = c.dest + c.size
     return bytes(out)
 
 
@@ -195,7 +221,7 @@ def pack(header: Header, payloads: list[bytes], streams: list[bytes]) -> bytes:
     header.stream_sizes = [len(s) for s in streams]
     body = _header_bytes(header)
     out = bytearray(MAGIC)
-    out.append(header.model.format_version if header.model else 1)
+    out.append(header.format_version)
     out += _varint(len(body)) + body
     for p in payloads:
         out += p
@@ -275,7 +301,7 @@ def _read_model(r: _Reader, arithmetic: Arithmetic, version: int) -> ModelInfo:
     adaptation = Adaptation.NONE
     if version >= 2:
         adaptation = _enum(Adaptation, r.byte("adaptation"), "adaptation")
-        if adaptation.format_version != version:
+        if version < COPIES_VERSION and adaptation.format_version != version:
             raise CorruptArchiveError(f"adaptation {adaptation.label} in a format version "
                                       f"{version} header")
     threads, runtime = 0, ""
@@ -301,6 +327,20 @@ def _read_blocks(r: _Reader) -> list[Block]:
     return blocks
 
 
+def _read_copies(r: _Reader) -> list[Copy]:
+    count = r.varint("copy count")
+    if count > (r.end - r.pos) // 3:  # gap, distance and size: at least a byte each
+        raise CorruptArchiveError(f"archive header: copy count {count} does not fit in the "
+                                  "header (damaged or crafted)")
+    copies, end = [], 0
+    for _ in range(count):
+        dest = end + r.varint("copy position")
+        distance, size = r.varint("copy distance"), r.varint("copy size")
+        copies.append(Copy(dest, dest - distance, size))
+        end = dest + size
+    return copies
+
+
 def _read_header(blob: bytes, start: int, end: int) -> tuple[Header, int]:
     """The checked header of the archive at blob[start:], reading no further than `end`, and
     the offset where its payloads begin."""
@@ -312,8 +352,9 @@ def _read_header(blob: bytes, start: int, end: int) -> tuple[Header, int]:
     original_size = hr.varint("original size")
     checksum = hr.take(CHECKSUM_BYTES, "content checksum")
     arith = hr.byte("arithmetic")
+    version = blob[start + len(MAGIC)]
     model = None if arith == 0 else _read_model(hr, _enum(Arithmetic, arith, "arithmetic"),
-                                                blob[start + len(MAGIC)])
+                                                version)
     if model is not None:
         _check_model(model)  # before its group size divides anything
     blocks = _read_blocks(hr)
@@ -322,9 +363,10 @@ def _read_header(blob: bytes, start: int, end: int) -> tuple[Header, int]:
         raise CorruptArchiveError("archive has model-coded blocks but names no model (damaged)")
     n_groups = -(-n_model // model.group_size) if n_model else 0
     stream_sizes = [hr.varint("stream size") for _ in range(n_groups)]
+    copies = _read_copies(hr) if version >= COPIES_VERSION else []
     if hr.pos != hr.end:
         raise CorruptArchiveError("archive header has trailing bytes (damaged)")
-    header = Header(original_size, checksum, blocks, model, stream_sizes)
+    header = Header(original_size, checksum, blocks, model, stream_sizes, copies)
     _check_blocks(header)
     return header, hr.end
 
@@ -380,7 +422,14 @@ def _check_blocks(h: Header) -> None:
         if size < 4 or size % 4:
             raise CorruptArchiveError(f"archive header: stream {index + 1} size {size} is not "
                                       "a whole number of 32-bit words (damaged)")
-    if sum(b.raw_size for b in h.blocks) != h.original_size:
+    for index, c in enumerate(h.copies):
+        if c.size < 1 or c.source < 0 or c.source + c.size > c.dest \
+                or c.dest + c.size > h.original_size:
+            raise CorruptArchiveError(
+                f"archive header: copy {index + 1} of {c.size} bytes from byte {c.source} to "
+                f"byte {c.dest} is empty, overlaps its source or leaves the file of "
+                f"{h.original_size} bytes (damaged or crafted)")
+    if sum(b.raw_size for b in h.blocks) + sum(c.size for c in h.copies) != h.original_size:
         raise CorruptArchiveError("archive blocks do not add up to the original size (damaged)")
 
 
@@ -499,6 +548,8 @@ def describe(blob: bytes) -> dict:
                     "payload_bytes": b.payload_size, "tokens": b.n_tokens}
                    for b in header.blocks],
         "stream_bytes": header.stream_sizes,
+        "copies": len(header.copies),
+        "copied_bytes": sum(c.size for c in header.copies),
         "model_tokens": sum(b.n_tokens for b in model_blocks),
         "model_bytes": sum(b.raw_size for b in model_blocks),
     }

@@ -4,17 +4,20 @@ The page shows the file's text, one element per model-coded token, shaded by the
 cost; hovering a token shows its bytes, probability, bits and the model's top alternatives.
 On top: the totals, the model's cross-entropy next to the real archive size. The numbers are
 those of a real compression (`Codec.compress_with_stats`), so they agree with `bench` and
-`compress`. Blocks the model did not code (stored or LZMA) appear as one labelled element.
+`compress`. Blocks the model did not code (stored or LZMA) appear as one labelled element,
+and so do copies of long repeats (`repeats`), at the token boundary nearest their place.
 No network: styles, script and data are inline.
 """
 
 from __future__ import annotations
 
 import html
+import itertools
 import json
 
 import numpy as np
 
+from . import repeats
 from .codec import CompressStats
 
 __all__ = ["explain", "render_page", "top_alternatives"]
@@ -60,8 +63,9 @@ def _shade(bits: float) -> str:
     return f"hsl(8,90%,{lightness:.0f}%)"
 
 
-def _token_spans(seg, tokenizer, records: list, top) -> list[str]:
-    spans = []
+def _token_spans(seg, tokenizer, records: list, top) -> list[tuple[int, str]]:
+    """(offset in the literal bytes, element) of each token of a segment."""
+    spans, offset = [], seg.start
     for j, raw in enumerate(tokenizer.pieces(seg.ids)):
         bits = float(seg.bits[j])
         alternatives = []
@@ -73,8 +77,9 @@ def _token_spans(seg, tokenizer, records: list, top) -> list[str]:
         # tokens with nothing visible (a CR, an escape) with a dot
         visible = _shown(raw).replace("\r", "")
         kind, visible = ("t", visible) if visible else ("t x", "\u00b7")
-        spans.append(f'<span class="{kind}" data-i="{len(records) - 1}" '
-                     f'style="background:{_shade(bits)}">{html.escape(visible)}</span>')
+        spans.append((offset, f'<span class="{kind}" data-i="{len(records) - 1}" '
+                      f'style="background:{_shade(bits)}">{html.escape(visible)}</span>'))
+        offset += len(raw)
     return spans
 
 
@@ -83,23 +88,37 @@ def render_page(data: bytes, stats: CompressStats, tokenizer, name: str,
     """The HTML page for a compression's stats (tokenizer: the model's ByteTokenizer;
     tops: each segment's top tokens and probabilities by its start, if known)."""
     records: list = []
-    body: list[str] = []
+    items: list[tuple[int, str]] = []  # (offset in the literal bytes, element)
+    literal = repeats.literal(data, stats.copies)
+    # where each copy sits in the literal bytes: classical runs are cut there
+    cuts = np.cumsum([0] + [c.size for c in stats.copies])[:-1]
+    places = [c.dest - int(before) for c, before in zip(stats.copies, cuts)]
     pos = 0
     for seg in stats.segments:
-        if seg.start > pos:
-            body.append(_classical(data[pos:seg.start]))
-        body += _token_spans(seg, tokenizer, records, (tops or {}).get(seg.start))
+        items += _classical(pos, seg.start, places)
+        items += _token_spans(seg, tokenizer, records, (tops or {}).get(seg.start))
         pos = seg.start + len(tokenizer.decode(seg.ids))
-    if pos < len(data):
-        body.append(_classical(data[pos:]))
+    items += _classical(pos, len(literal), places)
+    copied = [(place, _copied(c)) for place, c in zip(places, stats.copies)]
+    body = [element for _, _, element in sorted(
+        [(offset, 1, element) for offset, element in items] +
+        [(offset, 0, element) for offset, element in copied], key=lambda x: x[:2])]
     return _PAGE.format(
         title=html.escape(name), totals=_totals(stats, name), text="".join(body),
         data=json.dumps(records, ensure_ascii=True).replace("</", "<\\/"))
 
 
-def _classical(raw: bytes) -> str:
-    return (f'<span class="c" title="not model-coded: stored or LZMA">[{len(raw):,} bytes '
-            f'coded without the model]</span>')
+def _classical(start: int, stop: int, places: list[int]) -> list[tuple[int, str]]:
+    """Labelled elements for literal bytes start..stop that the model did not code, cut
+    where copies sit."""
+    bounds = sorted({start, stop, *(p for p in places if start < p < stop)})
+    return [(a, (f'<span class="c" title="not model-coded: stored or LZMA">[{b - a:,} bytes '
+                 f'coded without the model]</span>')) for a, b in itertools.pairwise(bounds)]
+
+
+def _copied(c) -> str:
+    return (f'<span class="c" title="a copy of earlier bytes">[{c.size:,} bytes copied from '
+            f'byte {c.source:,}]</span>')
 
 
 def _totals(s: CompressStats, name: str) -> str:

@@ -1,7 +1,7 @@
 """What a run is asked to do, checked where it is made.
 
 `Settings` are what an archive records (model, arithmetic, segment and group sizes,
-adaptation);
+adaptation, copies of long repeats);
 `Machine` is how this machine runs (threads, the decoder's memory) and never changes an
 archive. Both are frozen and validated on construction: a bad value is a one-line
 LlmzipError, never a hang (`segment_tokens=0` once looped forever) or a silent fallback
@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from .container import Adaptation, Arithmetic
 from .errors import LlmzipError
 
-__all__ = ["Settings", "Machine", "SEGMENT_TOKENS", "GROUP_SIZE"]
+__all__ = ["Settings", "Machine", "SEGMENT_TOKENS", "GROUP_SIZE", "physical_memory"]
 
 SEGMENT_TOKENS = (16, 2**14)  # the exact bounds allow 16,384 keys
 GROUP_SIZE = (1, 256)
@@ -43,6 +43,7 @@ class Settings:
     group_size: int = 8  # segments coded side by side in one range-coder stream
     encoder: str = "full"  # "full": one forward per segment (exact only); "stepped": steps
     adapt: str = "counts"  # "counts": learn the file's token counts as it goes (`adapt`); "none"
+    copies: bool = True  # take repeats of 256 bytes or more out as copies (`repeats`)
 
     def __post_init__(self):
         if self.arithmetic not in ARITHMETIC:
@@ -51,6 +52,8 @@ class Settings:
             raise LlmzipError(f"unknown encoder {self.encoder!r} (full or stepped)")
         if self.adapt not in ADAPTATION:
             raise LlmzipError(f"unknown adaptation {self.adapt!r} ({' or '.join(ADAPTATION)})")
+        if not isinstance(self.copies, bool):
+            raise LlmzipError(f"copies must be True or False (got {self.copies!r})")
         _check_range("segment_tokens", self.segment_tokens, SEGMENT_TOKENS)
         _check_range("group_size", self.group_size, GROUP_SIZE)
 
@@ -76,7 +79,7 @@ class Settings:
                 Machine(**{k: v for k, v in options.items() if k in names[1]}))
 
 
-def _physical_memory() -> int:
+def physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -103,7 +106,7 @@ class Machine:
         memory for exact-v2's float64 cache, as llmzip 0.1 had it."""
         if self.decode_memory_mb:
             return self.decode_memory_mb << 20
-        return 1 << 30 if engine.arithmetic == Arithmetic.EXACT_V3 else _physical_memory() // 4
+        return 1 << 30 if engine.arithmetic == Arithmetic.EXACT_V3 else physical_memory() // 4
 
     def apply_threads(self, float_threads: int | None = None) -> None:
         """Thread counts for torch (the float engine: as recorded) and numba."""

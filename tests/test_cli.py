@@ -560,3 +560,18 @@ def test_trailing_garbage_after_members_exits_2(two_members):
     line = one_error_line(run("info", archive), 2)
     assert line == f"llmzip: {archive}: trailing garbage after archive member 2 (1 byte, not " \
                    "an archive)"
+
+
+def test_long_repeats_are_copies_that_info_shows_and_no_copies_turns_off(tmp_path, tiny_llama):
+    src = tmp_path / "twice.txt"
+    src.write_bytes(TEXT + b"\n" + TEXT[:1000])
+    assert run("compress", "-q", "-m", tiny_llama, *SMALL, src).exit_code == 0
+    shown = run("info", tmp_path / "twice.txt.llmz").stdout
+    assert "format version 4" in shown
+    assert "  copies     1 of earlier bytes, 1,000 bytes" in shown
+    result = run("compress", "-q", "-f", "--no-copies", "-m", tiny_llama, *SMALL, src)
+    assert result.exit_code == 0, result.stderr
+    shown = run("info", tmp_path / "twice.txt.llmz").stdout
+    assert "format version 3" in shown and "  copies  " not in shown
+    assert run("decompress", "-c", "-m", tiny_llama, tmp_path / "twice.txt.llmz"
+               ).stdout_bytes == src.read_bytes()

@@ -8,7 +8,8 @@ import pytest
 
 import llmzip
 from llmzip import Codec, LlmzipError, ModelMismatchError, engine
-from llmzip.container import Adaptation, Arithmetic, Method, unpack
+from llmzip.container import Adaptation, Arithmetic, Block, Copy, Header, Method, pack, unpack
+from llmzip.errors import CorruptArchiveError
 
 from conftest import corpus_file
 
@@ -196,25 +197,28 @@ def test_exact_v2_golden_archives_still_decode(name):
     assert Codec(model).decompress(blob) == (GOLDEN / f"{name}-exact-v2.orig").read_bytes()
 
 
-GOLDEN_MODES = [  # adapt, file suffix, settings
-    ("none", "", dict(segment_tokens=48, group_size=3)),
-    ("counts", "-counts", dict(segment_tokens=128, group_size=8)),  # 6 KB: adapting pays
+GOLDEN_MODES = [  # adapt, file suffix, settings, format version
+    ("none", "", dict(segment_tokens=48, group_size=3), 1),
+    ("counts", "-counts", dict(segment_tokens=128, group_size=8), 3),  # 6 KB: adapting pays
+    # 5.6 KB whose last 1,600 bytes repeat bytes 200..1,800: one copy
+    ("counts", "-counts-copies", dict(segment_tokens=128, group_size=8), 4),
 ]
 
 
-@pytest.mark.parametrize("adapt, suffix, settings", GOLDEN_MODES, ids=["alone", "adapted"])
+@pytest.mark.parametrize("adapt, suffix, settings, version", GOLDEN_MODES,
+                         ids=["alone", "adapted", "copies"])
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
 def test_exact_v3_golden_archives_are_reproduced_byte_for_byte(name, adapt, suffix, settings,
-                                                               monkeypatch):
+                                                               version, monkeypatch):
     """exact-v3 on any machine writes exactly these bytes for these texts, with the model
-    alone (format 1, as before adaptation) and adapted (format 3); the archive records the
-    model name as given: a path relative to tests/."""
+    alone (format 1, as before adaptation), adapted (format 3) and with a copy (format 4);
+    the archive records the model name as given: a path relative to tests/."""
     monkeypatch.chdir(Path(__file__).parent)
     original = (GOLDEN / f"{name}-exact-v3{suffix}.orig").read_bytes()
     model = f"models/{name}"
     blob = Codec(model, adapt=adapt, **settings).compress(original)
     assert blob == (GOLDEN / f"{name}-exact-v3{suffix}.llmz").read_bytes()
-    assert blob[4] == (3 if adapt == "counts" else 1)
+    assert blob[4] == version
     assert Codec(model).decompress(blob) == original
 
 
@@ -241,3 +245,34 @@ def test_counts_v1_golden_archives_still_decode(name, monkeypatch):
 def test_bad_settings_are_refused_where_they_are_made(option, value, message):
     with pytest.raises(LlmzipError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Codec(**{option: value})
+
+
+def test_a_far_repeat_is_copied_and_decodes_byte_for_byte(tiny_llama, codecs):
+    """The second half repeats the first from 3,000 bytes back: with copies the model codes
+    only the new bytes (format 4); without, it codes them again (format 3)."""
+    text = EDGE_CASES["alice29 slice"]
+    head = corpus_file("alice29.txt")[40_000:43_000]
+    data = head + text + head[500:2500]
+    blob, stats = codecs(tiny_llama, **SMALL).compress_with_stats(data)
+    header = unpack(blob)[0]
+    assert header.copies == [Copy(3000 + len(text), 500, 2000)] and blob[4] == 4
+    assert stats.blocks["copy"] == 2000 and stats.model_bytes == len(data) - 2000
+    assert Codec(tiny_llama).decompress(blob) == data
+    plain = codecs(tiny_llama, copies=False, **SMALL).compress(data)
+    assert unpack(plain)[0].copies == [] and plain[4] == 3
+    assert len(blob) < len(plain) - 100
+
+
+def test_copies_declaring_more_than_half_the_memory_are_refused_before_decoding(tiny_llama):
+    """Copies of copies could double a few header bytes into any size: the declared size is
+    held to half of this machine's memory before anything is decoded."""
+    from llmzip.settings import physical_memory
+    huge = physical_memory()  # one literal byte, then copies doubling it past the limit
+    copies, size = [], 1
+    while size <= huge // 2:
+        copies.append(Copy(size, 0, size))
+        size *= 2
+    header = Header(size, bytes(8), [Block(Method.STORED, 1, payload_size=1)], copies=copies)
+    with pytest.raises(CorruptArchiveError, match=f"declares {size:,} bytes of output, more "
+                       "than half of this machine's memory"):
+        Codec(tiny_llama).decompress(pack(header, [b"x"], []))

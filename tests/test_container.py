@@ -8,8 +8,8 @@ import zlib
 import pytest
 
 from llmzip.container import (MAX_BUCKET_SIZE, MAX_GROUP_SIZE, MAX_SEGMENT_TOKENS, MAX_THREADS,
-                              Arithmetic, Block, Header, Method, ModelInfo, check_bucket_size,
-                              describe, pack, split_members, unpack)
+                              Adaptation, Arithmetic, Block, Copy, Header, Method, ModelInfo,
+                              check_bucket_size, describe, pack, split_members, unpack)
 from llmzip.errors import CorruptArchiveError
 
 MODEL = ModelInfo(name="smollm2-135m", fingerprint=bytes(range(16)),
@@ -94,6 +94,39 @@ def test_newer_format_version_asks_for_an_upgrade():
     blob[-4:] = zlib.crc32(bytes(blob[:-4])).to_bytes(4, "little")
     with pytest.raises(CorruptArchiveError, match="version 9 is not supported.*upgrade llmzip"):
         unpack(bytes(blob))
+
+
+def _with_copies(copies, original=None, adaptation=Adaptation.NONE) -> tuple:
+    """The sample's blocks (317 literal bytes) with copies after them."""
+    header, payloads, streams = _sample()
+    header.copies = copies
+    header.model = dataclasses.replace(MODEL, adaptation=adaptation)
+    header.original_size = original or 317 + sum(c.size for c in copies)
+    return header, payloads, streams
+
+
+@pytest.mark.parametrize("adaptation", list(Adaptation))
+def test_copies_round_trip_in_format_version_4_with_any_adaptation(adaptation):
+    copies = [Copy(100, 0, 50), Copy(200, 10, 150), Copy(400, 0, 400)]  # 317 literal bytes
+    header, payloads, streams = _with_copies(copies, adaptation=adaptation)
+    blob = pack(header, payloads, streams)
+    assert blob[4] == 4
+    got = unpack(blob)[0]
+    assert got.copies == copies and got.model.adaptation == adaptation
+    assert got == header
+    facts = describe(blob)
+    assert facts["copies"] == 3 and facts["copied_bytes"] == 600
+
+
+def test_an_archive_without_copies_keeps_its_older_format_version():
+    for adaptation, version in ((Adaptation.NONE, 1), (Adaptation.COUNTS, 3)):
+        header, payloads, streams = _with_copies([], adaptation=adaptation)
+        assert pack(header, payloads, streams)[4] == version
+
+
+def test_copies_and_blocks_must_add_up_to_the_original_size():
+    with pytest.raises(CorruptArchiveError, match="blocks do not add up to the original size"):
+        unpack(pack(*_with_copies([Copy(317, 0, 300)], original=618)))
 
 
 def test_describe_reports_header_facts_without_a_model():
@@ -199,6 +232,17 @@ CRAFTED = [
                  "block 1 (lzma) has no payload", id="lzma-block-without-payload"),
     pytest.param(lambda: pack(Header(0, bytes(8), [Block(Method.STORED, 0)]), [b""], []),
                  "block 1 (stored) is empty", id="empty-stored-block"),
+    pytest.param(lambda: pack(*_with_copies([Copy(400, 100, 301)])),
+                 "copy 1 of 301 bytes from byte 100 to byte 400 is empty, overlaps its source",
+                 id="copy-overlapping-its-source"),
+    pytest.param(lambda: pack(*_with_copies([Copy(317, -1, 10)])),
+                 "copy 1 of 10 bytes from byte -1 to byte 317", id="copy-from-before-the-file"),
+    pytest.param(lambda: pack(*_with_copies([Copy(317, 0, 0)])),
+                 "copy 1 of 0 bytes from byte 0 to byte 317 is empty", id="empty-copy"),
+    pytest.param(lambda: pack(*_with_copies([Copy(317, 0, 100), Copy(500, 0, 2**40)],
+                                            original=317 + 100 + 2**40)),
+                 "copy 2 of 1099511627776 bytes from byte 0 to byte 500 is empty, overlaps its "
+                 "source or leaves the file of 1099511628193 bytes", id="copy-past-the-end"),
     pytest.param(lambda: _sealed(b"\0" + bytes(8) + b"\0" + b"\x80\x94\xeb\xdc\x03"),
                  "block count 1000000000 does not fit in the header", id="block-count-10^9"),
 ]

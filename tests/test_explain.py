@@ -86,3 +86,24 @@ def test_existing_page_is_kept_without_force(page):
     result = run("explain", CORPUS / "alice29.txt", "-o", page)
     assert result.exit_code == 1 and result.stderr == f"llmzip: {page} already exists; use -f to overwrite\n"
     assert page.read_bytes() == before
+
+
+def test_a_copy_is_one_labelled_element_where_it_sits_among_the_tokens(tiny_llama):
+    """Tokens are shown in file order with the copied bytes as one element at their place."""
+    from llmzip import Codec
+    from llmzip.explain import explain
+    text = (CORPUS / "alice29.txt").read_bytes()
+    data = text[:1500] + text[300:900] + text[1500:2000]
+    page, stats = explain(Codec(tiny_llama, segment_tokens=64), data, "repeat")
+    assert [(c.dest, c.source, c.size) for c in stats.copies] == [(1500, 300, 600)]
+    body = page.split('<pre id="text">')[1].split("</pre>")[0]
+    label = "[600 bytes copied from byte 300]"
+    assert body.count(label) == 1
+    before, after = body.split(label)
+
+    def shown(part):
+        return "".join(html.unescape(s) for s in re.findall(
+            r'<span class="t[^"]*" [^>]*>([^<]*)</span>', part)).replace("\u00b7", "")
+
+    assert shown(before) == text[:1500].decode().replace("\r", "")
+    assert shown(after) == text[1500:2000].decode().replace("\r", "")

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from llmzip.cli import main
-from llmzip.container import (Arithmetic, Block, Header, Method, ModelInfo, describe, pack,
-                              split_members, unpack)
+from llmzip.container import (Arithmetic, Block, Copy, Header, Method, ModelInfo, describe,
+                              pack, split_members, unpack)
 from llmzip.errors import CorruptArchiveError
 
 from conftest import corpus_file
@@ -75,7 +75,14 @@ def _acceptable(header: Header, payloads: list[bytes], streams: list[bytes]) -> 
     classical = [b for b in header.blocks if b.method != Method.MODEL]
     if sum(len(p) for p in payloads) != sum(b.payload_size for b in classical):
         return False
-    return sum(b.raw_size for b in header.blocks) == header.original_size
+    end = 0
+    for c in header.copies:  # in order, each after its source, inside the file
+        if not (c.dest >= end and c.size >= 1 and 0 <= c.source and c.source + c.size <= c.dest
+                and c.dest + c.size <= header.original_size):
+            return False
+        end = c.dest + c.size
+    return sum(b.raw_size for b in header.blocks) + sum(c.size for c in header.copies) \
+        == header.original_size
 
 
 # --- strategies: values inside the limits, at them, and far past them ----------------------
@@ -144,9 +151,16 @@ def archives(draw, small: bool = False):
     n_streams = draw(_mostly(st.just(groups), st.sampled_from([groups + 1, max(groups - 1, 0)])))
     streams = [draw(_mostly(st.just(b""), st.binary(max_size=40))) for _ in range(n_streams)]
     total = sum(b.raw_size for b in block_list)
+    copies, end = [], 0  # usually none; else each usually valid: after the literal bytes so far
+    for _ in range(draw(_mostly(st.just(0), st.integers(1, 3)))):
+        dest = end + draw(_around(0, 2**40, 64))
+        size = draw(_around(1, 2**40, 64))
+        copies.append(Copy(dest, dest - draw(_around(0, 2**40, 128)), size))
+        end = dest + size
+    total += sum(c.size for c in copies)
     original = draw(_mostly(st.just(total), st.sampled_from([total + 1, max(total - 1, 0)])))
-    return Header(original, draw(st.binary(min_size=8, max_size=8)), block_list, model), \
-        payloads, streams
+    return Header(original, draw(st.binary(min_size=8, max_size=8)), block_list, model,
+                  copies=copies), payloads, streams
 
 
 # --- container level: only CorruptArchiveError, and exactly for what breaks a limit ---------

@@ -1,0 +1,81 @@
+"""Long repeats as copies: what is found, what is left to the model, and the way back."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmzip.container import Copy
+from llmzip.errors import CorruptArchiveError
+from llmzip.repeats import MIN_COPY, copies, literal, restore
+
+
+def _noise(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def test_a_far_repeat_becomes_one_copy_of_exactly_its_bytes():
+    head = _noise(5000, 1)
+    data = head + _noise(100, 2) + head[1000:3000] + _noise(50, 3)
+    assert copies(data) == [Copy(5100, 1000, 2000)]
+    assert literal(data, copies(data)) == head + _noise(100, 2) + _noise(50, 3)
+
+
+def test_a_copy_grows_back_to_where_the_repeat_starts():
+    """The lookup hits a window a little after the repeat's start; the copy starts at it."""
+    head = _noise(4000, 4)
+    data = head + b"-" + head[7:7 + 999]
+    assert copies(data) == [Copy(4001, 7, 999)]
+
+
+@pytest.mark.parametrize("size, found", [(MIN_COPY - 1, []), (MIN_COPY, [Copy(3000, 100, MIN_COPY)])])
+def test_repeats_shorter_than_min_copy_are_left_to_the_model(size, found):
+    head = _noise(3000, 5)
+    data = head + head[100:100 + size] + _noise(10, 6)
+    assert copies(data) == found
+
+
+def test_random_bytes_and_text_without_long_repeats_give_no_copies():
+    assert copies(_noise(100_000, 7)) == []
+    prose = " ".join(f"line {i} says something else" for i in range(3000)).encode()
+    assert copies(prose) == []
+
+
+def test_copies_never_overlap_their_source():
+    """A periodic file is copied from its first period on, doubling, never from itself."""
+    data = b"0123456789abcdef" * 8192  # 128 KiB
+    found = copies(data)
+    assert found == [Copy(2**k, 0, 2**k) for k in range(8, 17)]
+    assert literal(data, found) == data[:256]
+    assert restore(literal(data, found), found, len(data)) == data
+
+
+@st.composite
+def files_with_repeats(draw):
+    """Pieces of noise, each piece new or a slice of what came before."""
+    out = bytearray(draw(st.binary(min_size=1, max_size=400)))
+    for _ in range(draw(st.integers(0, 6))):
+        if draw(st.booleans()) and len(out) > 10:
+            start = draw(st.integers(0, len(out) - 1))
+            out += out[start:start + draw(st.integers(1, 1200))]
+        else:
+            out += draw(st.binary(max_size=400))
+    return bytes(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(files_with_repeats(), st.integers(1, 600))
+def test_literal_then_restore_gives_the_file_back(data, min_copy):
+    found = copies(data, min_copy)
+    end = 0
+    for c in found:
+        assert c.dest >= end and c.size >= min_copy and c.source + c.size <= c.dest
+        assert data[c.dest:c.dest + c.size] == data[c.source:c.source + c.size]
+        end = c.dest + c.size
+    assert restore(literal(data, found), found, len(data)) == data
+
+
+def test_restore_refuses_literal_bytes_that_do_not_add_up():
+    with pytest.raises(CorruptArchiveError, match="do not add up to the original size"):
+        restore(b"x" * 99, [Copy(100, 0, 50)], 200)
