@@ -5,14 +5,18 @@ code, so a passage repeated from far back (a document pasted twice, a file that 
 twice in an archive, a template emitted every few hundred kilobytes) was coded again
 at full price: the corpus's texts repeated to 1 MB came out at 2.03 bits per byte, where
 xz alone gets 0.97. A copy costs a few bytes in the header wherever its source is, so
-every repeat of at least MIN_COPY bytes is taken out of the file before it is cut into
-segments (`copies`), the rest (the literal bytes) is coded as before, and the decoder puts
-the copies back (`restore`) before checking the content checksum.
+such repeats are taken out of the file before it is cut into segments (`copies`), the
+rest (the literal bytes) is coded as before, and the decoder puts the copies back
+(`restore`) before checking the content checksum.
 
-Short repeats are left to the model, which predicts a repeat within its window for a
+Near repeats are left to the model, which predicts a repeat within its window for a
 fraction of a bit a token, and to the adapter's counts (`adapt`); a copy also cuts the
-text the model reads, and what follows the cut loses its context. MIN_COPY = 256 bytes
-changes no text file of the corpus by more than a few bytes (bench/repeats.py).
+text the model reads, and what follows the cut loses its context. Measured
+(bench/repeats.py): argparse.py's five repeats of 265-400 bytes from 0.8-2.8 KB back made
+its archive 1.1% bigger as copies. So a copy must be at least MIN_COPY bytes and come from
+at least FAR bytes back (beyond a segment's 4,096 tokens of text), or be LONG_COPY bytes
+or more, which the model cannot code for less than the copy's few bytes even in its
+window.
 
 Copies never overlap their source (source + size <= dest), so each is one slice of bytes
 already restored; their destinations are in file order.
@@ -26,12 +30,16 @@ from .errors import CorruptArchiveError
 __all__ = ["MIN_COPY", "copies", "literal", "restore"]
 
 MIN_COPY = 256  # bytes: shorter repeats are left to the model
+FAR = 16384  # bytes back: a source nearer than this is in the model's window...
+LONG_COPY = 4096  # ...and is copied only from this many bytes
 WINDOW = 32  # bytes hashed at every position, looked up among windows at multiples of WINDOW
 _STRIDES = (4096, 256, 16, 1)  # how a match is extended: big equal slices first
 
 
-def copies(data: bytes, min_copy: int = MIN_COPY) -> list[Copy]:
-    """Repeats of at least min_copy bytes of earlier data, greedy in file order.
+def copies(data: bytes, min_copy: int = MIN_COPY, far: int = FAR,
+           long_copy: int = LONG_COPY) -> list[Copy]:
+    """Repeats of earlier data, greedy in file order: at least min_copy bytes from at least
+    far bytes back, or at least long_copy bytes from anywhere.
 
     Every WINDOW-byte window at a multiple of WINDOW is indexed with its first and latest
     places (the first lets a periodic run copy ever longer stretches of itself; the latest
@@ -50,14 +58,16 @@ def copies(data: bytes, min_copy: int = MIN_COPY) -> list[Copy]:
             indexed += WINDOW
         places = index.get(data[i:i + WINDOW])
         if places is not None:
-            size, source = max((_extend(data, p, i, min(n - i, i - p)), p) for p in set(places))
+            size, source = max(((_extend(data, p, i, min(n - i, i - p)), p) for p in set(places)),
+                               key=lambda hit: (hit[0], -hit[1]))  # the farther on a tie
             back = 0
             while (i - back > last_end and source - back > 0 and size + back < i - source
                    and data[source - back - 1] == data[i - back - 1]):
                 back += 1
-            if size + back >= min_copy:
-                found.append(Copy(i - back, source - back, size + back))
-                i += size
+            size += back
+            if size >= min_copy and (i - source >= far or size >= long_copy):
+                found.append(Copy(i - back, source - back, size))
+                i += size - back
                 last_end = i
                 continue
         i += 1

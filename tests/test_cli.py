@@ -564,12 +564,14 @@ def test_trailing_garbage_after_members_exits_2(two_members):
 
 def test_long_repeats_are_copies_that_info_shows_and_no_copies_turns_off(tmp_path, tiny_llama):
     src = tmp_path / "twice.txt"
-    src.write_bytes(TEXT + b"\n" + TEXT[:1000])
-    assert run("compress", "-q", "-m", tiny_llama, *SMALL, src).exit_code == 0
+    head = corpus_file("alice29.txt")[:17_000]
+    src.write_bytes(head + b"\n" + head[:1000])
+    big = ["--segment-tokens", "512"]
+    assert run("compress", "-q", "-m", tiny_llama, *big, src).exit_code == 0
     shown = run("info", tmp_path / "twice.txt.llmz").stdout
     assert "format version 4" in shown
     assert "  copies     1 of earlier bytes, 1,000 bytes" in shown
-    result = run("compress", "-q", "-f", "--no-copies", "-m", tiny_llama, *SMALL, src)
+    result = run("compress", "-q", "-f", "--no-copies", "-m", tiny_llama, *big, src)
     assert result.exit_code == 0, result.stderr
     shown = run("info", tmp_path / "twice.txt.llmz").stdout
     assert "format version 3" in shown and "  copies  " not in shown

@@ -200,7 +200,7 @@ def test_exact_v2_golden_archives_still_decode(name):
 GOLDEN_MODES = [  # adapt, file suffix, settings, format version
     ("none", "", dict(segment_tokens=48, group_size=3), 1),
     ("counts", "-counts", dict(segment_tokens=128, group_size=8), 3),  # 6 KB: adapting pays
-    # 5.6 KB whose last 1,600 bytes repeat bytes 200..1,800: one copy
+    # 18.6 KB whose last 1,600 bytes repeat bytes 200..1,800: one copy
     ("counts", "-counts-copies", dict(segment_tokens=128, group_size=8), 4),
 ]
 
@@ -248,15 +248,16 @@ def test_bad_settings_are_refused_where_they_are_made(option, value, message):
 
 
 def test_a_far_repeat_is_copied_and_decodes_byte_for_byte(tiny_llama, codecs):
-    """The second half repeats the first from 3,000 bytes back: with copies the model codes
-    only the new bytes (format 4); without, it codes them again (format 3)."""
+    """The end repeats 2,000 bytes from 20 KB back: with copies the model codes only the
+    new bytes (format 4); without, it codes them again (format 3)."""
     text = EDGE_CASES["alice29 slice"]
-    head = corpus_file("alice29.txt")[40_000:43_000]
+    head = corpus_file("alice29.txt")[40_000:57_000]
     data = head + text + head[500:2500]
     blob, stats = codecs(tiny_llama, **SMALL).compress_with_stats(data)
     header = unpack(blob)[0]
-    assert header.copies == [Copy(3000 + len(text), 500, 2000)] and blob[4] == 4
-    assert stats.blocks["copy"] == 2000 and stats.model_bytes == len(data) - 2000
+    assert header.copies == [Copy(17_000 + len(text), 500, 2000)] and blob[4] == 4
+    assert stats.blocks["copy"] == 2000
+    assert sum(n for method, n in stats.blocks.items() if method != "copy") == len(data) - 2000
     assert Codec(tiny_llama).decompress(blob) == data
     plain = codecs(tiny_llama, copies=False, **SMALL).compress(data)
     assert unpack(plain)[0].copies == [] and plain[4] == 3

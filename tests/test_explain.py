@@ -93,9 +93,9 @@ def test_a_copy_is_one_labelled_element_where_it_sits_among_the_tokens(tiny_llam
     from llmzip import Codec
     from llmzip.explain import explain
     text = (CORPUS / "alice29.txt").read_bytes()
-    data = text[:1500] + text[300:900] + text[1500:2000]
-    page, stats = explain(Codec(tiny_llama, segment_tokens=64), data, "repeat")
-    assert [(c.dest, c.source, c.size) for c in stats.copies] == [(1500, 300, 600)]
+    data = text[:17_000] + text[300:900] + b"#" + text[17_000:17_500]  # 600 B, 16.7 KB back
+    page, stats = explain(Codec(tiny_llama, segment_tokens=512), data, "repeat")
+    assert [(c.dest, c.source, c.size) for c in stats.copies] == [(17_000, 300, 600)]
     body = page.split('<pre id="text">')[1].split("</pre>")[0]
     label = "[600 bytes copied from byte 300]"
     assert body.count(label) == 1
@@ -105,5 +105,5 @@ def test_a_copy_is_one_labelled_element_where_it_sits_among_the_tokens(tiny_llam
         return "".join(html.unescape(s) for s in re.findall(
             r'<span class="t[^"]*" [^>]*>([^<]*)</span>', part)).replace("\u00b7", "")
 
-    assert shown(before) == text[:1500].decode().replace("\r", "")
-    assert shown(after) == text[1500:2000].decode().replace("\r", "")
+    assert shown(before) == text[:17_000].decode().replace("\r", "")
+    assert shown(after) == "#" + text[17_000:17_500].decode().replace("\r", "")
