@@ -2,8 +2,8 @@
 
 Usage: python bench/repeats.py [--corpus DIR] [--model smollm2-135m] [--no-readme]
 
-For every corpus file and the generated service log: the repeats of 256 bytes or more that
-`llmzip.repeats` finds (how many, how many bytes, how long finding them took), then, for a
+For every corpus file and the generated service log: the repeats that `llmzip.repeats`
+takes out as copies (256 bytes or more from 16 KB back, or 4 KB or more from anywhere) (how many, how many bytes, how long finding them took), then, for a
 file with any, two real compressions with the same model and settings, `--no-copies` and
 the default, each checked by decoding it. A file without copies gets the same archive
 either way (the header lists no copies and keeps its format version), so it is not
@@ -71,11 +71,9 @@ def main() -> None:
     texts.append(("service.log", (ROOT / "bench" / "data" / "service.log").read_bytes()))
     rows = [measure(name, data, args.model) for name, data in texts]
     sys.path.insert(0, str(ROOT / "bench"))
-    from speed import BIG_BYTES
-    text = b"".join((args.corpus / f).read_bytes() for f in
-                    ("alice29.txt", "asyoulik.txt", "argparse.py", "object_h_64k.h"))
-    big = (text * (BIG_BYTES // len(text) + 1))[:BIG_BYTES]  # as bench/speed.py's big_text
-    rows.append(measure("1 MB of corpus text", big, args.model, compress=False))
+    from speed import big_bytes
+    rows.append(measure("1 MB of corpus text", big_bytes(args.corpus), args.model,
+                        compress=False))
     text = "\n".join([
         f"Measured {datetime.date.today().isoformat()} on {machine()}; `bench/repeats.py`, "
         f"{args.model}, default settings; copies of repeats of {MIN_COPY} bytes or more from "

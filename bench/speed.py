@@ -47,12 +47,17 @@ def round_trip(label: str, path: Path, work: Path, n_bytes: int | None = None,
     return row
 
 
-def big_text(corpus: Path, work: Path) -> Path:
-    """1 MB of text: the corpus's text files one after another, repeated."""
+def big_bytes(corpus: Path) -> bytes:
+    """1 MB of text: the corpus's text files one after another, repeated (bench/repeats.py
+    counts its copies)."""
     text = b"".join((corpus / f).read_bytes() for f in
                     ("alice29.txt", "asyoulik.txt", "argparse.py", "object_h_64k.h"))
+    return (text * (BIG_BYTES // len(text) + 1))[:BIG_BYTES]
+
+
+def big_text(corpus: Path, work: Path) -> Path:
     path = work / "big.txt"
-    path.write_bytes((text * (BIG_BYTES // len(text) + 1))[:BIG_BYTES])
+    path.write_bytes(big_bytes(corpus))
     return path
 
 

@@ -390,8 +390,9 @@ class _Team:
               show_default=True, help="counts: mix in what followed each recent context in "
               "the file so far (learns names and repeats); none: the model alone.")
 @click.option("--copies/--no-copies", default=True, show_default=True,
-              help="Take repeats of 256 bytes or more out as copies of earlier bytes (such an "
-              "archive is format version 4, which llmzip before copies cannot read).")
+              help="Take long repeats out as copies of earlier bytes: 256 bytes or more from 16 KB "
+              "back, or 4 KB or more (such an archive is format version 4, which llmzip "
+              "before copies cannot read).")
 def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive, device, model,
              arithmetic, segment_tokens, group_size, adapt, copies):
     """Compress FILES to FILE.llmz (- reads standard input).

@@ -1,8 +1,9 @@
 """File <-> archive: segments -> tokens -> engine -> coder -> container, and the inverse.
 
 Compression is a handful of stages (`Codec.compress_with_stats`): take long repeats out
-as copies (`repeats`), cut the rest into segments (`segments`), get the model's coder rows for the candidates (a full forward per
-segment with exact arithmetic, else the decoder's own steps), choose each segment's method,
+as copies (`repeats`), cut the rest into segments (`segments`), get the model's coder
+rows for the candidates (a full forward per segment with exact arithmetic, else the
+decoder's own steps), choose each segment's method,
 code the model segments in groups of `group_size` (one range-coder stream per group), pack
 the archive. Decompression decodes a wave of groups at a time in lockstep (`lockstep`), as
 many as the decoder's memory budget allows, puts the copies back, then checks every size
@@ -199,11 +200,11 @@ class Codec:
 
     def _decompress_one(self, blob: bytes, progress) -> bytes | None:
         header, payloads, streams = unpack(blob)
-        if header.copies and header.original_size > physical_memory() // 2:
+        memory = physical_memory()
+        if header.copies and header.original_size > memory // 2:
             raise CorruptArchiveError(
                 f"archive declares {header.original_size:,} bytes of output, more than half "
-                f"of this machine's memory ({physical_memory():,} bytes); refused "
-                "(damaged or crafted)")
+                f"of this machine's memory ({memory:,} bytes); refused (damaged or crafted)")
         model_parts = self._decode_model_blocks(header, streams, progress) \
             if header.model_blocks() else []
         if model_parts is None:  # another process of the team assembles the output

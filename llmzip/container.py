@@ -312,11 +312,17 @@ def _read_model(r: _Reader, arithmetic: Arithmetic, version: int) -> ModelInfo:
                      threads, runtime, adaptation)
 
 
-def _read_blocks(r: _Reader) -> list[Block]:
-    count = r.varint("block count")
-    if count > (r.end - r.pos) // 3:  # method, size and count: at least a byte each
-        raise CorruptArchiveError(f"archive header: block count {count} does not fit in the "
+def _read_count(r: _Reader, what: str) -> int:
+    """A list's length, before the list is built: each entry takes three bytes or more."""
+    count = r.varint(f"{what} count")
+    if count > (r.end - r.pos) // 3:
+        raise CorruptArchiveError(f"archive header: {what} count {count} does not fit in the "
                                   "header (damaged or crafted)")
+    return count
+
+
+def _read_blocks(r: _Reader) -> list[Block]:
+    count = _read_count(r, "block")  # method, size and count
     blocks = []
     for _ in range(count):
         method = _enum(Method, r.byte("block method"), "block method")
@@ -328,10 +334,7 @@ def _read_blocks(r: _Reader) -> list[Block]:
 
 
 def _read_copies(r: _Reader) -> list[Copy]:
-    count = r.varint("copy count")
-    if count > (r.end - r.pos) // 3:  # gap, distance and size: at least a byte each
-        raise CorruptArchiveError(f"archive header: copy count {count} does not fit in the "
-                                  "header (damaged or crafted)")
+    count = _read_count(r, "copy")  # gap, distance and size
     copies, end = [], 0
     for _ in range(count):
         dest = end + r.varint("copy position")

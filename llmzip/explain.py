@@ -17,7 +17,6 @@ import json
 
 import numpy as np
 
-from . import repeats
 from .codec import CompressStats
 
 __all__ = ["explain", "render_page", "top_alternatives"]
@@ -89,16 +88,17 @@ def render_page(data: bytes, stats: CompressStats, tokenizer, name: str,
     tops: each segment's top tokens and probabilities by its start, if known)."""
     records: list = []
     items: list[tuple[int, str]] = []  # (offset in the literal bytes, element)
-    literal = repeats.literal(data, stats.copies)
-    # where each copy sits in the literal bytes: classical runs are cut there
-    cuts = np.cumsum([0] + [c.size for c in stats.copies])[:-1]
-    places = [c.dest - int(before) for c, before in zip(stats.copies, cuts)]
+    # where each copy sits in the literal bytes (the file less its copies): classical runs
+    # are cut there
+    copied_before = itertools.accumulate((c.size for c in stats.copies), initial=0)
+    places = [c.dest - before for c, before in zip(stats.copies, copied_before)]
+    literal_size = len(data) - sum(c.size for c in stats.copies)
     pos = 0
     for seg in stats.segments:
         items += _classical(pos, seg.start, places)
         items += _token_spans(seg, tokenizer, records, (tops or {}).get(seg.start))
         pos = seg.start + len(tokenizer.decode(seg.ids))
-    items += _classical(pos, len(literal), places)
+    items += _classical(pos, literal_size, places)
     copied = [(place, _copied(c)) for place, c in zip(places, stats.copies)]
     body = [element for _, _, element in sorted(
         [(offset, 1, element) for offset, element in items] +

@@ -43,7 +43,7 @@ class Settings:
     group_size: int = 8  # segments coded side by side in one range-coder stream
     encoder: str = "full"  # "full": one forward per segment (exact only); "stepped": steps
     adapt: str = "counts"  # "counts": learn the file's token counts as it goes (`adapt`); "none"
-    copies: bool = True  # take repeats of 256 bytes or more out as copies (`repeats`)
+    copies: bool = True  # take long repeats out as copies of earlier bytes (`repeats`)
 
     def __post_init__(self):
         if self.arithmetic not in ARITHMETIC:
