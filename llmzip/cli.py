@@ -97,25 +97,37 @@ class _Interrupted(BaseException):
 
 class _Signals:
     """Turns SIGINT and SIGTERM into _Interrupted, except while output is being put in place
-    (`held_back`), where the signal waits until the output is whole or removed."""
+    (`held_back`), where the signal waits until the output is whole or removed.
+
+    Every signal is also remembered until it is raised: Python runs a handler wherever the
+    main thread is, and an exception raised inside a ctypes callback or a `__del__` is
+    dropped (numba compiling on a first run is inside llvmlite's callbacks much of the time;
+    CI once saw a Ctrl-C ignored that way). `checkpoint`, called on every progress report and
+    before any output is written, raises a signal that was dropped; the drop itself prints
+    nothing."""
 
     def __init__(self):
         self.holding = 0
         self.pending: int | None = None
 
     def handler(self, signum, frame):
-        if self.holding:
-            self.pending = self.pending or signum
-            return
-        raise _Interrupted(signum)
+        self.pending = self.pending or signum
+        if not self.holding:
+            raise _Interrupted(signum)  # `pending` stays set in case this one is dropped
 
     def raise_pending(self) -> None:
         if self.pending:
             signum, self.pending = self.pending, None
             raise _Interrupted(signum)
 
+    def checkpoint(self) -> None:
+        """Raise a signal that came and was dropped (outside `held_back`)."""
+        if not self.holding:
+            self.raise_pending()
+
     @contextlib.contextmanager
     def held_back(self):
+        self.checkpoint()  # a dropped signal stops the command before its output is written
         self.holding += 1
         try:
             yield
@@ -132,9 +144,16 @@ class _Signals:
             return
         self.holding, self.pending = 0, None
         previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous_hook = sys.unraisablehook
+
+        def quiet_about_dropped_signals(unraisable):  # no traceback: it is raised again later
+            if not isinstance(unraisable.exc_value, _Interrupted):
+                previous_hook(unraisable)
+        sys.unraisablehook = quiet_about_dropped_signals
         try:
             yield
         finally:
+            sys.unraisablehook = previous_hook
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -283,6 +302,7 @@ class _ProgressBar:
         self.bar = None
 
     def __call__(self, done: int, total: int, bits: float) -> None:
+        _SIGNALS.checkpoint()
         if not self.enabled or total == 0:
             return
         if self.bar is None:
@@ -610,6 +630,7 @@ class _BenchProgress:
         self.enabled, self.bar, self.phase = enabled, None, None
 
     def __call__(self, phase: str, done: int, total: int, bits: float) -> None:
+        _SIGNALS.checkpoint()
         if not self.enabled:
             return
         if phase != self.phase:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from llmzip import cli, repeats
 from llmzip.cli import main
 from llmzip.container import Arithmetic, Block, Method
 
@@ -303,6 +304,43 @@ def test_signal_while_the_output_is_written_removes_it_and_exits_143(tmp_path, m
     result = run("compress", "-q", src)
     assert one_error_line(result, 143) == "llmzip: interrupted"
     _no_stray_files(tmp_path, "a.bin")
+
+
+class _DropsTheSignalItRaises:
+    """Python runs a signal handler wherever the main thread is; inside a `__del__` (or a
+    ctypes callback: numba compiling on a cold cache) its exception is printed and dropped.
+    This caused a CI failure: a first-run compress ignored Ctrl-C and exited 0."""
+
+    raised: list[str] = []
+
+    def __del__(self):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except BaseException as exc:
+            self.raised.append(type(exc).__name__)
+            raise  # into the interpreter, which drops it
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff" * 2500, b"A plain English sentence. " * 200],
+                         ids=["binary-caught-before-writing", "text-caught-at-a-progress-report"])
+def test_a_signal_dropped_by_a_callback_still_interrupts(tmp_path, monkeypatch, content):
+    src = tmp_path / "a.in"
+    src.write_bytes(content)
+    real_copies = repeats.copies
+
+    def copies_dropping_a_signal(data, *args, **kwargs):
+        _DropsTheSignalItRaises()  # collected at once: the handler runs in __del__
+        return real_copies(data, *args, **kwargs)
+    monkeypatch.setattr(repeats, "copies", copies_dropping_a_signal)
+    writes = []
+    monkeypatch.setattr(_DropsTheSignalItRaises, "raised", [])
+    real_write = cli._write_atomically
+    monkeypatch.setattr(cli, "_write_atomically", lambda *a: writes.append(a) or real_write(*a))
+    result = run("compress", "-m", TINY_LLAMA, src)
+    assert _DropsTheSignalItRaises.raised == ["_Interrupted"]  # the handler raised, was dropped,
+    assert one_error_line(result, 130) == "llmzip: interrupted"  # and no traceback was printed
+    assert len(writes) == (1 if content.startswith(b"\x00") else 0)  # where it was caught
+    _no_stray_files(tmp_path, "a.in")
 
 
 def _disk_full_on_write(monkeypatch):
