@@ -150,7 +150,17 @@ def _rows_full(engine, two_level, segments, group_size, tracker, observe, adapta
                     observe(group[i].start, freqs)
                 tracker.tick(len(freqs), float(parts[i][-1].xent_bits.sum()))
         ledger[0] += adapter.saved_bits if adapter else 0.0
-        yield from (CoderRows.concat(p) for p in parts)
+        yield from _joined(parts)
+
+
+def _joined(parts: list[list[CoderRows]]):
+    """Each segment's rows in one piece, its pieces let go as it is joined: the group's rows
+    are held once, not twice, at the end of a group."""
+    for i in range(len(parts)):
+        pieces, parts[i] = parts[i], None
+        joined = CoderRows.concat(pieces)
+        del pieces
+        yield joined
 
 
 def adapt_chunk(adapter, group, tables: dict, pos: int) -> None:
@@ -183,7 +193,7 @@ def _rows_stepped(engine, two_level, segments, group_size, tracker, observe, ada
 
         lockstep.run(engine, [len(x.ids) for x in group], known, tracker)
         ledger[0] += adapter.saved_bits if adapter else 0.0
-        yield from (CoderRows.concat(p) for p in parts)
+        yield from _joined(parts)
 
 
 # --- decoding ----------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ ARCHITECTURES = {  # model_type -> what exact arithmetic must do differently
                         scale_embeddings=True, gelu=True, query_scale_key="query_pre_attn_scalar"),
 }
 QUERY_BLOCK = 256  # encoder: queries per attention block (skips most of the masked half)
-LOGIT_ELEMENTS = 2**24  # encoder: vocabulary logits per chunk (256 rows of 49k, 64 of 262k)
+LOGIT_ELEMENTS = 2**23  # encoder: vocabulary logits per chunk (170 rows of 49k, 32 of 262k):
+# each chunk's logits, frequencies and products are ~400 MB at 2^24, the encoder's peak
 BLAS_ROWS = 256  # from this many rows, float32 BLAS beats int8 tiles despite converting weights
 MAX_FEATURES = 2048  # widest matmul input the bound (L1 + K rounding) x 127 < 2^24 allows
 
