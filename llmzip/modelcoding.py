@@ -156,11 +156,8 @@ def _rows_full(engine, two_level, segments, group_size, tracker, observe, adapta
 def _joined(parts: list[list[CoderRows]]):
     """Each segment's rows in one piece, its pieces let go as it is joined: the group's rows
     are held once, not twice, at the end of a group."""
-    for i in range(len(parts)):
-        pieces, parts[i] = parts[i], None
-        joined = CoderRows.concat(pieces)
-        del pieces
-        yield joined
+    while parts:
+        yield CoderRows.concat(parts.pop(0))
 
 
 def adapt_chunk(adapter, group, tables: dict, pos: int) -> None:
