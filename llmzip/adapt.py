@@ -43,7 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .container import Adaptation
-from .tables import exp_multipliers, log_table
+from .tables import exp_multipliers, log_table, persisted
 
 __all__ = ["Adapter", "adapter_for"]
 
@@ -69,7 +69,8 @@ MAX_TOTAL = 1 << 52  # the coder's rows must sum below 2^53
 def _tables() -> tuple[np.ndarray, np.ndarray]:
     """ln(2c + 1) in steps (256,), and exp(k / 256) in 1/65,536 for |k| <= BIAS_LIMIT
     (4097,): built on first use, so a run that does not adapt does not pay for them."""
-    return log_table(STEPS, COUNT_CAP), exp_multipliers(STEPS, WEIGHT_BITS, BIAS_LIMIT)
+    return (persisted(log_table, STEPS, COUNT_CAP),
+            persisted(exp_multipliers, STEPS, WEIGHT_BITS, BIAS_LIMIT))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .tables import exp_table, sigmoid_table
+from .tables import exp_table, persisted, sigmoid_table
 
 __all__ = ["VERSION", "frequencies", "activation"]
 
@@ -47,9 +47,9 @@ GELU_TANH_K = 1.5957691216057308  # 2 sqrt(2/pi): gelu_tanh(x) = x sigmoid(k (x 
 GELU_TANH_C = 0.044715
 
 
-ATTENTION_EXP = exp_table(LOGIT_STEPS, ATT_BITS)  # last entry is 0
-_VOCAB_EXP = exp_table(EXP_STEPS_PER_NAT, FREQ_BITS)
-_SIGMOID, _SIGMOID_DIFF = sigmoid_table(SIGMOID_RANGE, SIGMOID_STEPS)
+ATTENTION_EXP = persisted(exp_table, LOGIT_STEPS, ATT_BITS)  # last entry is 0
+_VOCAB_EXP = persisted(exp_table, EXP_STEPS_PER_NAT, FREQ_BITS)
+_SIGMOID, _SIGMOID_DIFF = persisted(sigmoid_table, SIGMOID_RANGE, SIGMOID_STEPS)
 
 
 # --- quantization ------------------------------------------------------------------------

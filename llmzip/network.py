@@ -22,7 +22,7 @@ import numpy as np
 
 from . import arithmetic as ar
 from .kernels import attend_cached, products_blas, products_tiles, transposed_float32
-from .tables import grown, rope_table
+from .tables import grown, persisted, rope_table
 
 __all__ = ["ARCHITECTURES", "ExactNetwork", "Stepper", "quantize_checkpoint", "supports"]
 
@@ -230,7 +230,7 @@ class ExactNetwork:
 
     def rope(self, theta: float, n_pos: int):
         return grown(self._rope, theta, n_pos,
-                     lambda n: rope_table(theta, self.head_dim, max(n, 4096 + 1)))
+                     lambda n: persisted(rope_table, theta, self.head_dim, max(n, 4096 + 1)))
 
     def embed_rows(self, ids: np.ndarray) -> np.ndarray:
         h = self.embed[ids].astype(np.float64)

@@ -9,10 +9,49 @@ entry. Their values are part of the arithmetic: changing any entry changes archi
 from __future__ import annotations
 
 import decimal
+import hashlib
+import os
+import tempfile
 
 import numpy as np
 
-__all__ = ["exp_table", "sigmoid_table", "rope_table"]
+__all__ = ["exp_table", "sigmoid_table", "rope_table", "persisted"]
+
+
+def persisted(build, *args):
+    """build(*args), built once per machine: kept in the model cache (`models.cache_root`,
+    under tables/) with a SHA-256 of its arrays that every load checks, so a damaged file
+    is built again, never used. Building these tables in decimal took about half a second
+    of every run's start (exp and sigmoid 0.34 s, RoPE 0.17 s). Where the cache cannot be
+    written, the table is simply built each time."""
+    from .models import cache_root
+    path = cache_root() / "tables" / f"{build.__name__}-{'-'.join(map(repr, args))}.npz"
+    try:
+        with np.load(path) as stored:
+            arrays = [stored[f"a{i}"] for i in range(len(stored.files) - 1)]
+            if str(stored["sha256"]) == _digest(arrays):
+                return arrays[0] if len(arrays) == 1 else tuple(arrays)
+    except (OSError, ValueError, KeyError):
+        pass
+    table = build(*args)
+    arrays = [table] if isinstance(table, np.ndarray) else list(table)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, sha256=_digest(arrays), **{f"a{i}": a for i, a in enumerate(arrays)})
+        os.replace(tmp, path)  # atomic: concurrent runs read a whole file or none
+    except OSError:
+        pass
+    return table
+
+
+def _digest(arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def exp_table(steps_per_nat: int, bits: int) -> np.ndarray:

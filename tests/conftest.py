@@ -7,11 +7,19 @@ directories used through `--model DIR`, the path a user's own model takes. Tests
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # before numpy: see llmzip/__init__.py
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# Before llmzip is imported, which keeps its tables in the model cache (`tables.persisted`):
+# a test run never touches the user's cache. One per process (each xdist worker its own).
+_CACHE = Path(tempfile.mkdtemp(prefix="llmzip-test-cache-"))
+os.environ["LLMZIP_CACHE"] = str(_CACHE)
+atexit.register(shutil.rmtree, _CACHE, True)
 
 import pytest
 
@@ -42,8 +50,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("llmzip-cache")
+def cache_dir() -> Path:
+    return _CACHE
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from llmzip import arithmetic as ar
 from llmzip import kernels
 from llmzip.engine import open_engine
 from llmzip.network import NO_GAIN, Stepper, _quantize
-from llmzip.tables import exp_table, grown, rope_table, sigmoid_table
+from llmzip.tables import exp_table, grown, persisted, rope_table, sigmoid_table
 
 from conftest import corpus_file
 
@@ -203,6 +203,44 @@ def test_spread_norm_gains_stay_out_of_the_int8_weights():
 def test_exp_table_values():
     table = exp_table(256, 32)
     assert table[0] == 2**32 and table[256] == round(2**32 / math.e) and table[-1] == 0
+
+
+def test_persisted_tables_are_built_once_checked_on_load_and_rebuilt_when_damaged(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path))
+    builds = []
+
+    def small_exp(bits):
+        builds.append(bits)
+        return exp_table(256, bits)
+
+    def small_rope(theta):  # a table of two arrays
+        builds.append(theta)
+        return rope_table(theta, 8, 16)
+
+    first = persisted(small_exp, 18)
+    assert np.array_equal(persisted(small_exp, 18), first) and builds == [18]
+    assert np.array_equal(first, exp_table(256, 18))
+    stored = tmp_path / "tables" / "small_exp-18.npz"
+    with np.load(stored) as f:
+        digest, damaged = f["sha256"], f["a0"].copy()
+    damaged[7] += 1  # a changed entry under the old checksum is not used
+    np.savez(stored, sha256=digest, a0=damaged)
+    assert np.array_equal(persisted(small_exp, 18), first) and builds == [18, 18]
+    stored.write_bytes(b"not a table")
+    assert np.array_equal(persisted(small_exp, 18), first) and builds == [18, 18, 18]
+    assert np.array_equal(persisted(small_exp, 18), first) and builds == [18, 18, 18]
+
+    built, loaded = persisted(small_rope, 10000.0), persisted(small_rope, 10000.0)
+    assert builds[3:] == [10000.0] and len(loaded) == 2
+    for want, a, b in zip(rope_table(10000.0, 8, 16), built, loaded):
+        assert np.array_equal(want, a) and np.array_equal(want, b)
+
+
+def test_a_cache_that_cannot_be_written_still_gives_the_tables(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path / "file"))  # not a directory
+    assert np.array_equal(persisted(exp_table, 256, 18), exp_table(256, 18))
 
 
 def test_sigmoid_table_error_below_1e_6():
