@@ -204,6 +204,21 @@ def test_info_text(archive):
     assert "exact-v3 arithmetic" in out and "segments of <= 64 tokens" in out
 
 
+def test_a_gguf_hash_is_remembered_until_the_file_changes(tmp_path, cache_dir):
+    """The GGUF's SHA-256 names its cache entry; it is kept by path, size and time."""
+    import hashlib
+    import os
+    from llmzip import models
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"weights v1")
+    assert models._sha256((gguf,)) == hashlib.sha256(b"weights v1").hexdigest()
+    assert str(gguf) in (cache_dir / "sources.json").read_text()
+    gguf.write_bytes(b"weights, v2")
+    os.utime(gguf, ns=(1, 1))
+    assert models._sha256((gguf,)) == hashlib.sha256(b"weights, v2").hexdigest()
+    assert models._sha256((gguf,)) == hashlib.sha256(b"weights, v2").hexdigest()
+
+
 def test_models_lists_the_presets():
     out = run("models").stdout
     assert "smollm2-135m [default]" in out and "gemma3-270m" in out
