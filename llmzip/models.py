@@ -177,6 +177,22 @@ def _new_entry(target: Path):
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def cache_file_written(path: Path, text: bool = False):
+    """A small cache file, whole or not at all: written beside `path` and renamed over it
+    (concurrent runs read the old file or the new one), removed if writing fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w" if text else "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _sha256(parts: tuple[Path, ...]) -> str:
     """The SHA-256 of a GGUF's parts, which names its cache entry. Hashing SmolLM2's 98 MB
     took 0.37 s of every run, so it is remembered in the cache (sources.json) under each
@@ -192,14 +208,8 @@ def _sha256(parts: tuple[Path, ...]) -> str:
             while block := f.read(1 << 22):
                 h.update(block)
     index[key] = h.hexdigest()
-    try:  # a lost race loses an entry, hashed again next time
-        index_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=index_path.parent, suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(index, f)
-        os.replace(tmp, index_path)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), cache_file_written(index_path, text=True) as f:
+        json.dump(index, f)  # a lost race loses an entry: hashed again next time
     return index[key]
 
 

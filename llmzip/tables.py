@@ -8,10 +8,9 @@ entry. Their values are part of the arithmetic: changing any entry changes archi
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import hashlib
-import os
-import tempfile
 
 import numpy as np
 
@@ -24,25 +23,19 @@ def persisted(build, *args):
     is built again, never used. Building these tables in decimal took about half a second
     of every run's start (exp and sigmoid 0.34 s, RoPE 0.17 s). Where the cache cannot be
     written, the table is simply built each time."""
-    from .models import cache_root
+    from .models import cache_file_written, cache_root
     path = cache_root() / "tables" / f"{build.__name__}-{'-'.join(map(repr, args))}.npz"
     try:
         with np.load(path) as stored:
             arrays = [stored[f"a{i}"] for i in range(len(stored.files) - 1)]
             if str(stored["sha256"]) == _digest(arrays):
                 return arrays[0] if len(arrays) == 1 else tuple(arrays)
-    except (OSError, ValueError, KeyError):
+    except Exception:  # absent, truncated, not an archive, other keys: built again
         pass
     table = build(*args)
     arrays = [table] if isinstance(table, np.ndarray) else list(table)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, sha256=_digest(arrays), **{f"a{i}": a for i, a in enumerate(arrays)})
-        os.replace(tmp, path)  # atomic: concurrent runs read a whole file or none
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), cache_file_written(path) as f:
+        np.savez(f, sha256=_digest(arrays), **{f"a{i}": a for i, a in enumerate(arrays)})
     return table
 
 

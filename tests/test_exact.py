@@ -229,10 +229,13 @@ def test_persisted_tables_are_built_once_checked_on_load_and_rebuilt_when_damage
     assert np.array_equal(persisted(small_exp, 18), first) and builds == [18, 18]
     stored.write_bytes(b"not a table")
     assert np.array_equal(persisted(small_exp, 18), first) and builds == [18, 18, 18]
-    assert np.array_equal(persisted(small_exp, 18), first) and builds == [18, 18, 18]
+    stored.write_bytes(stored.read_bytes()[:-40])  # a truncated archive
+    assert np.array_equal(persisted(small_exp, 18), first) and builds == [18, 18, 18, 18]
+    assert np.array_equal(persisted(small_exp, 18), first) and builds == [18, 18, 18, 18]
+    assert [p.name for p in stored.parent.iterdir()] == [stored.name]  # no temporary left
 
     built, loaded = persisted(small_rope, 10000.0), persisted(small_rope, 10000.0)
-    assert builds[3:] == [10000.0] and len(loaded) == 2
+    assert builds[4:] == [10000.0] and len(loaded) == 2
     for want, a, b in zip(rope_table(10000.0, 8, 16), built, loaded):
         assert np.array_equal(want, a) and np.array_equal(want, b)
 
