@@ -24,7 +24,10 @@ def persisted(build, *args):
     of every run's start (exp and sigmoid 0.34 s, RoPE 0.17 s). Where the cache cannot be
     written, the table is simply built each time."""
     from .models import cache_file_written, cache_root
-    path = cache_root() / "tables" / f"{build.__name__}-{'-'.join(map(repr, args))}.npz"
+    try:
+        path = cache_root() / "tables" / f"{build.__name__}-{'-'.join(map(repr, args))}.npz"
+    except (RuntimeError, KeyError):  # no home directory to find a cache in
+        return build(*args)
     try:
         with np.load(path) as stored:
             arrays = [stored[f"a{i}"] for i in range(len(stored.files) - 1)]

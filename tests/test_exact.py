@@ -245,6 +245,13 @@ def test_a_cache_that_cannot_be_written_still_gives_the_tables(tmp_path, monkeyp
     monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path / "file"))  # not a directory
     assert np.array_equal(persisted(exp_table, 256, 18), exp_table(256, 18))
 
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    from llmzip import models
+    monkeypatch.setattr(models, "cache_root", no_home)
+    assert np.array_equal(persisted(exp_table, 256, 18), exp_table(256, 18))
+
 
 def test_sigmoid_table_error_below_1e_6():
     x = np.linspace(-20, 20, 100000)[:, None]  # no zero: silu(x) / x is the sigmoid
