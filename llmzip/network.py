@@ -35,6 +35,7 @@ ARCHITECTURES = {  # model_type -> what exact arithmetic must do differently
 QUERY_BLOCK = 256  # encoder: queries per attention block (skips most of the masked half)
 LOGIT_ELEMENTS = 2**23  # encoder: vocabulary logits per chunk (170 rows of 49k, 32 of 262k):
 # each chunk's logits, frequencies and products are ~400 MB at 2^24, the encoder's peak
+RECALL_TOKENS = 8192  # encoder: a group this small keeps its outputs for a second pass
 BLAS_ROWS = 256  # from this many rows, float32 BLAS beats int8 tiles despite converting weights
 MAX_FEATURES = 2048  # widest matmul input the bound (L1 + K rounding) x 127 < 2^24 allows
 
@@ -216,6 +217,7 @@ class ExactNetwork:
         self.lm_head = linear("lm_head")
         self.vocab_size = self.lm_head.w8.shape[0]
         self._rope: dict = {}
+        self._recent: dict = {}  # a small group's last outputs (`_hidden`)
 
     def digest(self) -> bytes:
         """BLAKE2b-128 of the arithmetic's version and everything a probability depends on."""
@@ -302,7 +304,7 @@ class ExactNetwork:
         then one head product per chunk over all of them (the head's 28M weights read once
         per 2^24 table entries, not once per segment's share). device: products on a torch
         device (`device.DeviceProducts`), else float32 BLAS or int8 tiles."""
-        hidden = [self._hidden(ids, device) for ids in segments]  # (T_i, d) each
+        hidden = self._recalled(segments, device)  # (T_i, d) each
         rows = sum(len(h) for h in hidden)
         head = device or (_Blas(transposed_float32(self.lm_head.w8)) if rows >= BLAS_ROWS
                           else _Tiles())
@@ -313,6 +315,21 @@ class ExactNetwork:
             freqs = ar.frequencies(self.logits(np.concatenate(parts), head))  # (sum, V)
             bounds = np.cumsum([len(p) for p in parts])[:-1]
             yield start, dict(zip(running, np.split(freqs, bounds)))
+
+    def _recalled(self, segments: list[np.ndarray], device) -> list[np.ndarray]:
+        """Each segment's last-layer output, recalled when the same group comes again: a
+        file whose adaptation does not pay is coded a second time with the model alone
+        (`modelcoding.encode`), and that second forward was a third of compressing a few-KB
+        file. The latest groups are kept, up to RECALL_TOKENS positions (38 MB) in all, so
+        a small file's groups all are, and a big file's pass through."""
+        key = tuple(np.asarray(ids, np.int64).tobytes() for ids in segments)
+        if key in self._recent:
+            return self._recent[key]
+        hidden = [self._hidden(ids, device) for ids in segments]
+        self._recent[key] = hidden
+        while sum(len(h) for group in self._recent.values() for h in group) > RECALL_TOKENS:
+            del self._recent[next(iter(self._recent))]  # the oldest group
+        return hidden
 
     def _hidden(self, ids: np.ndarray, device) -> np.ndarray:
         """The last layer's output (T, d) for a segment's inputs."""

@@ -42,6 +42,20 @@ def test_a_short_file_that_adapting_cannot_help_is_coded_by_the_model_alone(tiny
     assert sum(seen) == stats.n_tokens
 
 
+def test_the_second_pass_of_a_short_file_reuses_the_first_forward(tiny_llama, monkeypatch):
+    """Coding again without adaptation needs the same last-layer outputs: the model runs
+    once per segment, not twice, and the archive is still the pure one."""
+    from llmzip import network
+    data = corpus_file("alice29.txt")[4000:4800]
+    forwards, hidden = [], network.ExactNetwork._hidden
+    monkeypatch.setattr(network.ExactNetwork, "_hidden",
+                        lambda self, ids, device: forwards.append(len(ids)) or hidden(self, ids, device))
+    blob, stats = Codec(tiny_llama, **SMALL).compress_with_stats(data)
+    assert unpack(blob)[0].model.adaptation == Adaptation.NONE  # it was coded again
+    assert len(forwards) == len(unpack(blob)[0].blocks) > 1 and sum(forwards) == stats.n_tokens
+    assert blob == Codec(tiny_llama, adapt="none", **SMALL).compress(data)
+
+
 def test_text_costs_less_adapted(tiny_llama, codecs):
     """Even a 2-layer model of alice29 gains from what followed each context in its group."""
     data = corpus_file("alice29.txt")[:6000]
