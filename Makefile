@@ -43,7 +43,7 @@ $(VENV)/.chromium: | $(BIN)/python
 # The default model's first conversion (GGUF -> integer network, into the user's cache),
 # beside the kernels' compilation: each keeps one core busy (make demo: 80 -> ~60 s).
 model: $(VENV)/.installed
-	$(BIN)/python -c "from llmzip.models import load_model; load_model('smollm2-135m').exact_network()"
+	$(BIN)/python -c "from llmzip.models import DEFAULT_MODEL, load_model; load_model(DEFAULT_MODEL).exact_network()"
 
 demo: $(VENV)/.installed
 	@$(MAKE) --no-print-directory -j2 $(VENV)/.kernels model

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import click
 
 from . import __version__
 from .errors import LlmzipError
+from .files import written_whole
 
 SUFFIX = ".llmz"
 
@@ -222,17 +222,13 @@ def _write_atomically(path: Path, data: bytes, force: bool, mode: int) -> None:
     if path.exists() and not force:
         raise _Fail(f"{path} already exists; use -f to overwrite")
     with _SIGNALS.held_back():
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with written_whole(path) as f:
                 f.write(data)
-            os.chmod(tmp, mode)
-            _SIGNALS.raise_pending()
-            os.replace(tmp, path)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError) and not exc.filename:
+                os.chmod(f.fileno(), mode)
+                _SIGNALS.raise_pending()
+        except OSError as exc:
+            if not exc.filename:
                 raise OSError(exc.errno, exc.strerror, str(path)) from None
             raise
 

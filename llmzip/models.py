@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelUnavailableError
+from .files import written_whole
 from .tokens import ByteTokenizer
 
 __all__ = ["PRESETS", "DEFAULT_MODEL", "Preset", "Model", "load_model", "cache_root",
@@ -177,27 +178,12 @@ def _new_entry(target: Path):
         shutil.rmtree(work, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def cache_file_written(path: Path, text: bool = False):
-    """A small cache file, whole or not at all: written beside `path` and renamed over it
-    (concurrent runs read the old file or the new one), removed if writing fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w" if text else "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _sha256(parts: tuple[Path, ...]) -> str:
     """The SHA-256 of a GGUF's parts, which names its cache entry. Hashing SmolLM2's 98 MB
     took 0.37 s of every run, so it is remembered in the cache (sources.json) under each
     part's path, size and modification time, as the exact-weights entries are keyed."""
-    key = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in parts])
+    key = json.dumps([[str(p.resolve()), st.st_size, st.st_mtime_ns]
+                      for p, st in ((p, p.stat()) for p in parts)])
     index_path = cache_root() / "sources.json"
     index = _read_json(index_path)
     if isinstance(index.get(key), str):
@@ -208,8 +194,10 @@ def _sha256(parts: tuple[Path, ...]) -> str:
             while block := f.read(1 << 22):
                 h.update(block)
     index[key] = h.hexdigest()
-    with contextlib.suppress(OSError), cache_file_written(index_path, text=True) as f:
-        json.dump(index, f)  # a lost race loses an entry: hashed again next time
+    with contextlib.suppress(OSError):
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        with written_whole(index_path, text=True) as f:
+            json.dump(index, f)  # a lost race loses an entry: hashed again next time
     return index[key]
 
 

@@ -321,7 +321,8 @@ class ExactNetwork:
         file whose adaptation does not pay is coded a second time with the model alone
         (`modelcoding.encode`), and that second forward was a third of compressing a few-KB
         file. The latest groups are kept, up to RECALL_TOKENS positions (38 MB) in all, so
-        a small file's groups all are, and a big file's pass through."""
+        a small file's groups all are, and a big file's pass through. The device does not
+        enter the key: any device computes the same integers."""
         key = tuple(np.asarray(ids, np.int64).tobytes() for ids in segments)
         if key in self._recent:
             return self._recent[key]

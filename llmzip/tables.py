@@ -14,6 +14,8 @@ import hashlib
 
 import numpy as np
 
+from .files import written_whole
+
 __all__ = ["exp_table", "sigmoid_table", "rope_table", "persisted"]
 
 
@@ -23,7 +25,7 @@ def persisted(build, *args):
     is built again, never used. Building these tables in decimal took about half a second
     of every run's start (exp and sigmoid 0.34 s, RoPE 0.17 s). Where the cache cannot be
     written, the table is simply built each time."""
-    from .models import cache_file_written, cache_root
+    from .models import cache_root
     try:
         path = cache_root() / "tables" / f"{build.__name__}-{'-'.join(map(repr, args))}.npz"
     except (RuntimeError, KeyError):  # no home directory to find a cache in
@@ -37,8 +39,10 @@ def persisted(build, *args):
         pass
     table = build(*args)
     arrays = [table] if isinstance(table, np.ndarray) else list(table)
-    with contextlib.suppress(OSError), cache_file_written(path) as f:
-        np.savez(f, sha256=_digest(arrays), **{f"a{i}": a for i, a in enumerate(arrays)})
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with written_whole(path) as f:
+            np.savez(f, sha256=_digest(arrays), **{f"a{i}": a for i, a in enumerate(arrays)})
     return table
 
 
