@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -231,6 +232,12 @@ class Codec:
             self.machine.apply_threads(info.threads)
         engine, model = self._engine(name, info.arithmetic, from_archive=self.settings.model is None)
         if engine.fingerprint() != info.fingerprint:
+            if info.arithmetic == Arithmetic.EXACT and Path(name).name == Path(info.name).name:
+                raise ModelMismatchError(
+                    f"archive was made with exact-v2 arithmetic (llmzip 0.1), which decodes "
+                    f"only where torch rounds square roots as the writer's machine did; here "
+                    f"'{name}' has v2 fingerprint {engine.fingerprint().hex()[:12]}, not "
+                    f"{info.fingerprint.hex()[:12]} (decode it on the machine that wrote it)")
             raise ModelMismatchError(
                 f"archive was made with model '{info.name}' ({info.fingerprint.hex()[:12]}, "
                 f"{info.arithmetic.label} arithmetic) but '{name}' is "
