@@ -11,6 +11,10 @@ any FMA give the same number. Which kernel runs is a matter of speed:
   (vpmaddwd) under 4 rows, where streaming the weights bounds the step; from 4 rows,
   float32 tiles that widen each weight once for 4 rows (the decoder; segments under
   `network.BLAS_ROWS` tokens).
+- `products_int8`: torch's int8 matmul (oneDNN, VNNI) on the activations' two int8 limbs,
+  int32 sums, where `int8_matmul_is_exact` finds it exact on this machine: the decoder
+  from 4 rows (on an AVX-512 VNNI Xeon, a step's products at 11 rows took 17 ms against
+  the tiles' 31; at 4 rows 14 against 16).
 - `attend_cached`: the decoder's attention over an int8 KV cache, keys and values both
   stored channel-major (D, T), so both products run along the positions, vectorized, and
   the query heads sharing a KV head widen each key and value once.
@@ -19,12 +23,17 @@ any FMA give the same number. Which kernel runs is a matter of speed:
 
 from __future__ import annotations
 
+import functools
+import warnings
+
+import numba
 import numpy as np
 from numba import njit, prange
 
-from .arithmetic import fold_weights
+from .arithmetic import ACT_MAX, fold_weights
 
-__all__ = ["products_blas", "products_tiles", "attend_cached"]
+__all__ = ["products_blas", "products_tiles", "products_int8", "int8_weights",
+           "int8_matmul_is_exact", "attend_cached"]
 
 EXACT_SUMS = {"reassoc", "contract"}  # integer-valued float32: any order is exact
 TILE_ROWS = 4  # from this many rows, float32 tiles beat one int32 dot per output
@@ -135,6 +144,80 @@ def products_tiles(xq: np.ndarray, w8: np.ndarray) -> np.ndarray:
         out = np.empty((xq.shape[0], w8.shape[0]), np.float32)
         _products_tiles(xq, w8, out)
     return out
+
+
+@njit(cache=True)
+def _int8_limbs(xq, limbs):
+    """Integers |x| <= ACT_MAX (float32) as int8 limbs, x = 256 hi + lo: hi in rows
+    0..M-1 of limbs (2M, K), lo (in [-128, 127]) in rows M..2M-1."""
+    m = xq.shape[0]
+    for i in range(m):
+        for k in range(xq.shape[1]):
+            x = np.int32(xq[i, k])
+            lo = ((x + 128) & 255) - 128
+            limbs[i, k] = (x - lo) >> 8
+            limbs[m + i, k] = lo
+
+
+@njit(cache=True)
+def _joined_limbs(both, out):
+    """out = 256 hi + lo from the limbs' products both (2M, N)."""
+    m = out.shape[0]
+    for i in range(m):
+        for n in range(out.shape[1]):
+            out[i, n] = (both[i, n] << 8) + both[m + i, n]
+
+
+def int8_weights(w8: np.ndarray):
+    """(N, K) int8 weights as the (K, N) torch view `products_int8` multiplies (no copy)."""
+    import torch
+    with warnings.catch_warnings():  # the weights are a read-only map; torch only reads them
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(w8).t()
+
+
+def products_int8(xq: np.ndarray, weights) -> np.ndarray:
+    """(M, K) float32 integers (|x| <= ACT_MAX) times weights (`int8_weights`): (M, N)
+    int32, by torch's int8 matmul on two int8 limbs (one call: the weights are read once
+    for both). Only where `int8_matmul_is_exact()`; the caller guarantees the sums fit
+    (below 2^24)."""
+    import torch
+    threads = numba.get_num_threads()  # the thread tuner sets numba's count; torch follows
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    limbs = np.empty((2 * xq.shape[0], xq.shape[1]), np.int8)
+    _int8_limbs(xq, limbs)
+    both = torch._int_mm(torch.from_numpy(limbs), weights).numpy()
+    out = np.empty((xq.shape[0], both.shape[1]), np.int32)
+    _joined_limbs(both, out)
+    return out
+
+
+@functools.cache
+def int8_matmul_is_exact() -> bool:
+    """Does torch's int8 matmul give exact int32 sums here, for a few rows and for many, at
+    the extremes too? x86 CPUs without VNNI multiply in saturating int16 pairs
+    (VPMADDUBSW): inexact there, so the numba kernels serve. Checked once a process (it
+    imports torch: 0.9 s), and only by a decoder of 4 rows or more."""
+    try:
+        import torch
+        torch._int_mm  # noqa: B018  (older torch: no int8 matmul)
+    except (ImportError, AttributeError):
+        return False
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (72, 1536), dtype=np.int8)
+    w[:8], w[8:16] = 127, -128
+    for m in (1, 4, 11, 300):  # rows within the bound sum |x| <= L1_CAP, as quantized
+        x = rng.integers(-64, 65, (m, w.shape[1])).astype(np.float32)
+        x[:, rng.integers(0, w.shape[1], 2)] = rng.integers(-ACT_MAX, ACT_MAX + 1, (m, 2))
+        x[0, :2], x[-1, 2:4] = ACT_MAX, -ACT_MAX  # limbs 127, 127 and -127, -127
+        expected = x.astype(np.float64) @ w.T.astype(np.float64)
+        try:
+            if not np.array_equal(products_int8(x, int8_weights(w)), expected):
+                return False
+        except RuntimeError:  # no int8 matmul on this platform
+            return False
+    return True
 
 
 @njit(fastmath=EXACT_SUMS, cache=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from llmzip import arithmetic as ar
-from llmzip import kernels
+from llmzip import kernels, network
 from llmzip.engine import open_engine
 from llmzip.network import NO_GAIN, Stepper, _quantize
 from llmzip.tables import exp_table, grown, persisted, rope_table, sigmoid_table
@@ -141,6 +141,35 @@ def test_float32_blas_and_int8_tiles_give_the_exact_products(row):
     assert np.array_equal(kernels.products_blas(q, w), exact)
     for rows in (1, 3, 5):  # one int32 dot per output under 4 rows, float32 tiles from 4
         assert np.array_equal(kernels.products_tiles(q[:rows], w), exact[:rows])
+    if kernels.int8_matmul_is_exact():  # torch's int8 matmul on two limbs, where exact
+        assert np.array_equal(kernels.products_int8(q, kernels.int8_weights(w)), exact)
+
+
+def test_int8_matmul_is_used_only_where_exact(monkeypatch):
+    """A platform whose int8 matmul saturates (x86 without VNNI sums pairs in int16) is
+    found out by the check, and the decoder keeps the numba kernels there."""
+    import torch
+    exact_here = kernels.int8_matmul_is_exact()
+    saturating = lambda a, b: torch.clamp(a.int() @ b.int(), -2**15, 2**15 - 1)  # noqa: E731
+    monkeypatch.setattr(torch, "_int_mm", saturating)
+    assert not kernels.int8_matmul_is_exact.__wrapped__()
+    monkeypatch.undo()
+    assert kernels.int8_matmul_is_exact.__wrapped__() == exact_here
+
+
+def test_int8_matmul_decoder_gives_the_tiles_tables(tiny_llama, monkeypatch):
+    """From TILE_ROWS rows the decoder multiplies with torch's int8 matmul where it is
+    exact: the same tables as the numba tiles, row for row."""
+    if not kernels.int8_matmul_is_exact():
+        pytest.skip("torch's int8 matmul is not exact on this CPU (no VNNI): tiles only")
+    engine, model = open_engine(tiny_llama, None)
+    sequences = [_ids(model, 30, offset=700 * i) for i in range(kernels.TILE_ROWS + 1)]
+    stepper = engine.stepper(len(sequences), 30)
+    assert isinstance(stepper.products, network._Int8)
+    with_int8 = _stepped(engine, sequences)
+    monkeypatch.setattr(network, "int8_matmul_is_exact", lambda: False)
+    assert isinstance(engine.stepper(len(sequences), 30).products, network._Tiles)
+    assert np.array_equal(with_int8, _stepped(engine, sequences))
 
 
 @pytest.mark.parametrize("groups", [1, 2, 3, 4])
