@@ -474,7 +474,7 @@ _decoding = [
                  help="Exact archives: at most this many segments decoded side by side "
                  "(fewer: less memory; any value decodes the same)."),
     click.option("--memory", type=click.IntRange(1), default=None, metavar="MB",
-                 help="Most memory for the decoder's key/value caches (default 1024)."),
+                 help="Most memory for the decoder's key/value caches (default 768)."),
     _recursive, _device]
 
 

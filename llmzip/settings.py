@@ -21,6 +21,7 @@ __all__ = ["Settings", "Machine", "SEGMENT_TOKENS", "GROUP_SIZE", "physical_memo
 SEGMENT_TOKENS = (16, 2**14)  # the exact bounds allow 16,384 keys
 GROUP_SIZE = (1, 256)
 THREADS = (1, 1024)
+DECODE_MEMORY_MB = 768  # default key/value cache budget of an exact decoder (`memory_budget`)
 ARITHMETIC = {None: None, "auto": None, "exact": Arithmetic.EXACT_V3, "float": Arithmetic.FLOAT}
 ADAPTATION = {a.label: a for a in Adaptation}
 
@@ -101,12 +102,16 @@ class Machine:
         _check_range("decode_batch", self.decode_batch, (1, 2**16), optional=True)
 
     def memory_budget(self, engine) -> int:
-        """Bytes of KV cache a decoder may hold: as asked, else 1 GiB (exact-v3's int8
-        cache: 11 segments of 4,096 tokens with the default model), or a quarter of the
-        memory for exact-v2's float64 cache, as llmzip 0.1 had it."""
+        """Bytes of KV cache a decoder may hold: as asked, else 768 MiB (exact-v3's int8
+        cache: 15 segments of 4,096 tokens with the default model; alice29's 11 fit), or a
+        quarter of the memory for exact-v2's float64 cache, as llmzip 0.1 had it. With
+        1 GiB, decoding 1 MB of text peaked at 1,596 MiB once torch's int8 matmul was
+        loaded beside numba (torch: ~250 MB), over the 1.5 GB we hold the decoder to."""
         if self.decode_memory_mb:
             return self.decode_memory_mb << 20
-        return 1 << 30 if engine.arithmetic == Arithmetic.EXACT_V3 else physical_memory() // 4
+        if engine.arithmetic == Arithmetic.EXACT_V3:
+            return DECODE_MEMORY_MB << 20
+        return physical_memory() // 4
 
     def apply_threads(self, float_threads: int | None = None) -> None:
         """Thread counts for torch (the float engine: as recorded) and numba."""
