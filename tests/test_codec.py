@@ -11,7 +11,7 @@ from llmzip import Codec, LlmzipError, ModelMismatchError, engine
 from llmzip.container import Adaptation, Arithmetic, Block, Copy, Header, Method, pack, unpack
 from llmzip.errors import CorruptArchiveError
 
-from conftest import corpus_file
+from conftest import assert_exact_v2_golden_decodes, corpus_file
 
 SMALL = dict(segment_tokens=64, group_size=4)  # several segments and groups on small inputs
 GOLDEN = Path(__file__).parent / "golden"
@@ -190,29 +190,9 @@ def test_stats_describe_the_archive(tiny_llama, codecs):
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma", "tiny-llama-nobytes"])
 def test_exact_v2_golden_archives_still_decode(name):
-    """Archives of llmzip 0.1 (exact-v2 arithmetic) decode with the frozen v2 engine where
-    torch rounds as the AMD machines that wrote them did. On Intel CPUs torch.sqrt (MKL's
-    vector code) rounds other inputs wrongly, so the v2 fingerprint differs (found on an
-    AVX-512 Xeon; no MKL_CBWR or ATEN_CPU_CAPABILITY setting reproduced AMD's): there
-    decoding must refuse with a one-line reason, and the byte check is reported skipped."""
-    blob = (GOLDEN / f"{name}-exact-v2.llmz").read_bytes()
-    written = unpack(blob)[0].model
-    assert written.arithmetic == Arithmetic.EXACT
-    model = str(Path(__file__).parent / "models" / name)
-    here = engine.open_engine(model, Arithmetic.EXACT)[0].fingerprint()
-    if here != written.fingerprint and _cpu_vendor() == "GenuineIntel":
-        with pytest.raises(ModelMismatchError, match="exact-v2 arithmetic .* rounds square roots"):
-            Codec(model).decompress(blob)
-        pytest.skip("exact-v2 archives written on AMD do not decode on Intel CPUs (torch.sqrt)")
-    assert Codec(model).decompress(blob) == (GOLDEN / f"{name}-exact-v2.orig").read_bytes()
-
-
-def _cpu_vendor() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
-        if line.startswith("vendor_id"):
-            return line.split(":")[1].strip()
-    return ""
+    """Archives of llmzip 0.1 (exact-v2 arithmetic) decode with the frozen v2 engine (on
+    AMD CPUs; refused in one line on Intel ones: `assert_exact_v2_golden_decodes`)."""
+    assert_exact_v2_golden_decodes(name, str(Path(__file__).parent / "models" / name))
 
 
 GOLDEN_MODES = [  # adapt, file suffix, settings, format version

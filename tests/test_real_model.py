@@ -12,7 +12,7 @@ import pytest
 from llmzip import Codec
 from llmzip.container import Adaptation, Method, unpack
 
-from conftest import corpus_file
+from conftest import assert_exact_v2_golden_decodes, corpus_file
 
 pytestmark = pytest.mark.real_model
 MODEL = "smollm2-135m"
@@ -98,11 +98,11 @@ def test_counts_v1_golden_archive_still_decodes(preset):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_exact_v2_golden_archive_still_decodes(preset):
-    """Archives of llmzip 0.1 decode with the frozen exact-v2 engine."""
+    """Archives of llmzip 0.1 decode with the frozen exact-v2 engine (on AMD CPUs; refused
+    in one line on Intel ones: `assert_exact_v2_golden_decodes`)."""
     if not _installed(preset):
         pytest.skip(f"{preset} is not installed")
-    blob = (GOLDEN / f"{preset}-exact-v2.llmz").read_bytes()
-    assert Codec().decompress(blob) == (GOLDEN / f"{preset}-exact-v2.orig").read_bytes()
+    assert_exact_v2_golden_decodes(preset)
 
 
 def test_missing_bytes_and_binary_use_escapes_and_classical_blocks():
