@@ -7,7 +7,10 @@ A decoder step feeds one token to each row (segment) being decoded; its cost set
 decompression speed. For each thread count, row count and cached position this prints the
 fastest and the median step time, tokens per second at the fastest, and how much of the step went to the matrix products
 (`network` products object) and to attention over the cache (`kernels.attend_cached`); the
-rest is the small kernels (norms, RoPE, quantization, frequencies) and Python. The cache
+rest is the small kernels (norms, RoPE, quantization, frequencies) and Python. Where
+torch's int8 matmul is exact (`kernels.int8_matmul_is_exact`: VNNI) and used
+(`kernels.INT8_ROWS` rows or more), each such row is timed with the numba kernels alone
+too, in the same run. The cache
 holds zeros: a step's cost does not depend on what the cache holds. Run it alone; on a
 shared virtual machine the fastest step is the steadier figure (medians here moved by
 30% between runs of the same code).
@@ -23,7 +26,7 @@ import llmzip  # noqa: F401  (first: sets the thread environment before numpy lo
 import numba
 import numpy as np
 
-from llmzip import network
+from llmzip import kernels, network
 from llmzip.engine import open_engine
 
 
@@ -47,8 +50,10 @@ class Timed:
 ATTEND = network.attend_cached
 
 
-def measure(net, rows: int, position: int, steps: int) -> dict:
+def measure(net, rows: int, position: int, steps: int, numba_only: bool = False) -> dict:
     stepper = network.Stepper(net, rows, 4096)
+    if numba_only:
+        stepper.products = network._Tiles()
     ids = np.arange(rows, dtype=np.int64) + 100
     stepper.step(ids)  # first use: buffers and any compile
     stepper.pos = position
@@ -75,18 +80,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
     engine, _ = open_engine(args.model, None)
-    print(f"{args.model}, numba {numba.__version__}, {args.steps} steps each")
+    int8 = kernels.int8_matmul_is_exact()
+    print(f"{args.model}, numba {numba.__version__}, {args.steps} steps each; torch's int8 "
+          f"matmul {'exact here: used from' if int8 else 'not exact here: never used'} "
+          f"{kernels.INT8_ROWS} rows" + ("; the last column times the same step with the "
+                                         "numba kernels only" if int8 else ""))
     print("| threads | rows | cached positions | fastest step ms | median ms | tokens/s | "
-          "products | attention |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "products | attention |" + (" numba only: fastest ms |" if int8 else ""))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if int8 else ""))
     for threads in args.threads:
         numba.set_num_threads(threads)
         for rows in args.rows:
             for position in args.positions:
+                compare = int8 and rows >= kernels.INT8_ROWS
+                alone = measure(engine.net, rows, position, args.steps, True) if compare else None
                 r = measure(engine.net, rows, position, args.steps)
                 print(f"| {threads} | {rows} | {position:,} | {r['best_ms']:.1f} | "
                       f"{r['median_ms']:.1f} | {r['tok_s']:.0f} | "
-                      f"{r['products']:.0%} | {r['attention']:.0%} |", flush=True)
+                      f"{r['products']:.0%} | {r['attention']:.0%} |"
+                      + (f" {alone['best_ms']:.1f} |" if alone else " same |" if int8 else ""),
+                      flush=True)
 
 
 if __name__ == "__main__":

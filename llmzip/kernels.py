@@ -13,8 +13,8 @@ any FMA give the same number. Which kernel runs is a matter of speed:
   `network.BLAS_ROWS` tokens).
 - `products_int8`: torch's int8 matmul (oneDNN, VNNI) on the activations' two int8 limbs,
   int32 sums, where `int8_matmul_is_exact` finds it exact on this machine: the decoder
-  from 4 rows (on an AVX-512 VNNI Xeon, a step's products at 11 rows took 17 ms against
-  the tiles' 31; at 4 rows 14 against 16).
+  from INT8_ROWS rows (on an AVX-512 VNNI Xeon, a step's products at 11 rows took 17 ms
+  against the tiles' 31; the whole step at 2,000 cached positions 74 ms against 84).
 - `attend_cached`: the decoder's attention over an int8 KV cache, keys and values both
   stored channel-major (D, T), so both products run along the positions, vectorized, and
   the query heads sharing a KV head widen each key and value once.
@@ -32,11 +32,14 @@ from numba import njit, prange
 
 from .arithmetic import ACT_MAX, fold_weights
 
-__all__ = ["products_blas", "products_tiles", "products_int8", "int8_weights",
+__all__ = ["TILE_ROWS", "INT8_ROWS", "products_blas", "products_tiles", "products_int8",
+           "int8_weights",
            "int8_matmul_is_exact", "attend_cached"]
 
 EXACT_SUMS = {"reassoc", "contract"}  # integer-valued float32: any order is exact
 TILE_ROWS = 4  # from this many rows, float32 tiles beat one int32 dot per output
+INT8_ROWS = 6  # from this many, torch's int8 matmul beats the tiles (where it is exact):
+# a step at 500 cached positions, 2 threads: 4 rows 30.0 ms against 29.4, 6 rows 34.2 vs 39.1
 
 
 def products_blas(xq: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -198,7 +201,7 @@ def int8_matmul_is_exact() -> bool:
     """Does torch's int8 matmul give exact int32 sums here, for a few rows and for many, at
     the extremes too? x86 CPUs without VNNI multiply in saturating int16 pairs
     (VPMADDUBSW): inexact there, so the numba kernels serve. Checked once a process (it
-    imports torch: 0.9 s), and only by a decoder of 4 rows or more."""
+    imports torch: 0.9 s), and only by a decoder of INT8_ROWS rows or more."""
     try:
         import torch
         torch._int_mm  # noqa: B018  (older torch: no int8 matmul)

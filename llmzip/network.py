@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import arithmetic as ar
-from .kernels import (TILE_ROWS, attend_cached, int8_matmul_is_exact, int8_weights,
+from .kernels import (INT8_ROWS, attend_cached, int8_matmul_is_exact, int8_weights,
                       products_blas, products_int8, products_tiles, transposed_float32)
 from .tables import grown, persisted, rope_table
 
@@ -400,9 +400,9 @@ class _Tiles:
 
 class _Int8:
     """The decoder's integer products by torch's int8 matmul on two limbs
-    (`kernels.products_int8`) from TILE_ROWS rows; fewer rows stream the weights, which the
-    vpmaddwd dots do as fast. (Not the encoder's: on 5,400 rows it saved 1 s of 18 and its
-    process grew by 64 MB per head product, memory freed but not given back.)"""
+    (`kernels.products_int8`) from INT8_ROWS rows; fewer rows (rows end) go back to the
+    numba kernels, as fast there. (Not the encoder's: on 5,400 rows it saved 1 s of 18 and
+    its process grew by 64 MB per head product, memory freed but not given back.)"""
 
     mm = staticmethod(_Blas.mm)
 
@@ -410,7 +410,7 @@ class _Int8:
         self._weights = {}  # id(w8) -> (w8, its torch view): 121 views, no copies
 
     def __call__(self, xq, lin: Linear):
-        if len(xq) < TILE_ROWS:
+        if len(xq) < INT8_ROWS:
             return products_tiles(xq, lin.w8)
         kept = self._weights.get(id(lin.w8))
         if kept is None:
@@ -426,7 +426,7 @@ class Stepper:
         if max_len > ar.MAX_KEYS:
             raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {ar.MAX_KEYS}")
         self.net, self.pos = net, 0
-        self.products = device or (_Int8() if n_rows >= TILE_ROWS and int8_matmul_is_exact()
+        self.products = device or (_Int8() if n_rows >= INT8_ROWS and int8_matmul_is_exact()
                                    else _Tiles())
         shape = (len(net.layers), n_rows, net.n_kv, net.head_dim, max_len + 1)  # (.., D, T)
         self.keys_t, self.values_t = np.zeros(shape, np.int8), np.zeros(shape, np.int8)

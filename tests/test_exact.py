@@ -158,12 +158,12 @@ def test_int8_matmul_is_used_only_where_exact(monkeypatch):
 
 
 def test_int8_matmul_decoder_gives_the_tiles_tables(tiny_llama, monkeypatch):
-    """From TILE_ROWS rows the decoder multiplies with torch's int8 matmul where it is
+    """From INT8_ROWS rows the decoder multiplies with torch's int8 matmul where it is
     exact: the same tables as the numba tiles, row for row."""
     if not kernels.int8_matmul_is_exact():
         pytest.skip("torch's int8 matmul is not exact on this CPU (no VNNI): tiles only")
     engine, model = open_engine(tiny_llama, None)
-    sequences = [_ids(model, 30, offset=700 * i) for i in range(kernels.TILE_ROWS + 1)]
+    sequences = [_ids(model, 30, offset=700 * i) for i in range(kernels.INT8_ROWS + 1)]
     stepper = engine.stepper(len(sequences), 30)
     assert isinstance(stepper.products, network._Int8)
     with_int8 = _stepped(engine, sequences)
