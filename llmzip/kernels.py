@@ -210,16 +210,22 @@ def int8_matmul_is_exact() -> bool:
     rng = np.random.default_rng(0)
     w = rng.integers(-128, 128, (72, 1536), dtype=np.int8)
     w[:8], w[8:16] = 127, -128
-    for m in (1, 4, 11, 300):  # rows within the bound sum |x| <= L1_CAP, as quantized
-        x = rng.integers(-64, 65, (m, w.shape[1])).astype(np.float32)
-        x[:, rng.integers(0, w.shape[1], 2)] = rng.integers(-ACT_MAX, ACT_MAX + 1, (m, 2))
-        x[0, :2], x[-1, 2:4] = ACT_MAX, -ACT_MAX  # limbs 127, 127 and -127, -127
-        expected = x.astype(np.float64) @ w.T.astype(np.float64)
-        try:
-            if not np.array_equal(products_int8(x, int8_weights(w)), expected):
-                return False
-        except RuntimeError:  # no int8 matmul on this platform
-            return False
+    threads = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):  # the thread tuner's choices
+            numba.set_num_threads(n)
+            for m in (1, 4, 6, 11, 300):  # rows within sum |x| <= L1_CAP, as quantized
+                x = rng.integers(-64, 65, (m, w.shape[1])).astype(np.float32)
+                x[:, rng.integers(0, w.shape[1], 2)] = rng.integers(-ACT_MAX, ACT_MAX + 1,
+                                                                    (m, 2))
+                x[0, :2], x[-1, 2:4] = ACT_MAX, -ACT_MAX  # limbs 127, 127 and -127, -127
+                expected = x.astype(np.float64) @ w.T.astype(np.float64)
+                if not np.array_equal(products_int8(x, int8_weights(w)), expected):
+                    return False
+    except RuntimeError:  # no int8 matmul on this platform
+        return False
+    finally:
+        numba.set_num_threads(threads)
     return True
 
 
