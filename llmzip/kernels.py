@@ -33,8 +33,7 @@ from numba import njit, prange
 from .arithmetic import ACT_MAX, fold_weights
 
 __all__ = ["TILE_ROWS", "INT8_ROWS", "products_blas", "products_tiles", "products_int8",
-           "int8_weights",
-           "int8_matmul_is_exact", "attend_cached"]
+           "int8_weights", "int8_matmul_is_exact", "attend_cached"]
 
 EXACT_SUMS = {"reassoc", "contract"}  # integer-valued float32: any order is exact
 TILE_ROWS = 4  # from this many rows, float32 tiles beat one int32 dot per output

@@ -398,24 +398,22 @@ class _Tiles:
         return products_tiles(xq, lin.w8)
 
 
-class _Int8:
+class _Int8(_Tiles):
     """The decoder's integer products by torch's int8 matmul on two limbs
     (`kernels.products_int8`) from INT8_ROWS rows; fewer rows (rows end) go back to the
     numba kernels, as fast there. (Not the encoder's: on 5,400 rows it saved 1 s of 18 and
     its process grew by 64 MB per head product, memory freed but not given back.)"""
 
-    mm = staticmethod(_Blas.mm)
-
     def __init__(self):
-        self._weights = {}  # id(w8) -> (w8, its torch view): 121 views, no copies
+        self._weights = {}  # id(w8) -> its torch view (which keeps w8, so the id stays its)
 
     def __call__(self, xq, lin: Linear):
         if len(xq) < INT8_ROWS:
-            return products_tiles(xq, lin.w8)
-        kept = self._weights.get(id(lin.w8))
-        if kept is None:
-            kept = self._weights[id(lin.w8)] = (lin.w8, int8_weights(lin.w8))
-        return products_int8(xq, kept[1])
+            return super().__call__(xq, lin)
+        weights = self._weights.get(id(lin.w8))
+        if weights is None:
+            weights = self._weights[id(lin.w8)] = int8_weights(lin.w8)
+        return products_int8(xq, weights)
 
 
 class Stepper:
