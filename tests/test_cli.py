@@ -366,6 +366,30 @@ def test_a_signal_dropped_by_a_callback_still_interrupts(tmp_path, monkeypatch, 
     _no_stray_files(tmp_path, "a.in")
 
 
+def test_a_signal_during_an_import_waits_for_it_to_finish(tmp_path, monkeypatch):
+    """An import cut short by a signal left torch half initialized, and the process aborted
+    at exit (SIGABRT) instead of exiting 130/143: the import finishes, the next checkpoint
+    stops the command."""
+    src = tmp_path / "a.in"
+    src.write_bytes(b"A plain English sentence. " * 200)
+    (tmp_path / "signalled_module.py").write_text(
+        "import signal\nsignal.raise_signal(signal.SIGINT)\nFINISHED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.delitem(sys.modules, "signalled_module", raising=False)
+    real_copies, imported = repeats.copies, []
+
+    def copies_importing(data, *args, **kwargs):
+        import signalled_module
+        imported.append(signalled_module.FINISHED)
+        return real_copies(data, *args, **kwargs)
+    monkeypatch.setattr(repeats, "copies", copies_importing)
+    result = run("compress", "-m", TINY_LLAMA, src)
+    assert imported == [True]
+    assert one_error_line(result, 130) == "llmzip: interrupted"
+    _no_stray_files(tmp_path, "a.in", "signalled_module.py")
+
+
 def _disk_full_on_write(monkeypatch):
     """os.fdopen whose files fail like a full disk on write."""
     real_fdopen = os.fdopen
