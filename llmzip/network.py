@@ -22,7 +22,8 @@ import numpy as np
 
 from . import arithmetic as ar
 from .kernels import (INT8_ROWS, attend_cached, int8_matmul_is_exact, int8_weights,
-                      products_blas, products_int8, products_tiles, transposed_float32)
+                      products_blas, products_int8, products_tiles, store_kv,
+                      transposed_float32)
 from .tables import grown, persisted, rope_table
 
 __all__ = ["ARCHITECTURES", "ExactNetwork", "Stepper", "quantize_checkpoint", "supports"]
@@ -108,8 +109,8 @@ def quantize_checkpoint(config: dict, state: dict[str, np.ndarray]) -> tuple[dic
     if config.get("attn_logit_softcapping") or config.get("final_logit_softcapping"):
         raise NotImplementedError("logit soft-capping is not in exact arithmetic yet")
     meta = _network_meta(config, arch_name, arch)
-    if meta["head_dim"] % 4:
-        raise NotImplementedError(f"head size {meta['head_dim']} is not a multiple of 4, "
+    if meta["head_dim"] % 8:
+        raise NotImplementedError(f"head size {meta['head_dim']} is not a multiple of 8, "
                                   "which the exact attention kernels step by")
     arrays = {"embed": np.ascontiguousarray(state["model.embed_tokens.weight"], np.float32)}
     gains = _gains(state, arch)
@@ -452,10 +453,8 @@ class Stepper:
     def _attend(self, index: int, layer: Layer, q, k, v) -> np.ndarray:
         net, pos, rows = self.net, self.pos, q.shape[0]
         qq, qs, kq, ks, vq, vs = net.quantize_qkv(q, k, v)
-        self.keys_t[index, :rows, :, :, pos] = kq
-        self.values_t[index, :rows, :, :, pos] = vq
-        self.k_factor[index, :rows, :, pos] = ks * net.q_factor
-        self.v_scale[index, :rows, :, pos] = vs
+        store_kv(kq, ks * net.q_factor, vq, vs, pos, self.keys_t[index], self.k_factor[index],
+                 self.values_t[index], self.v_scale[index])
         lo = max(0, pos - layer.window + 1) if layer.window else 0
         shape = (rows, net.n_kv, net.groups, net.head_dim)
         out = np.empty(shape)

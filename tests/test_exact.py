@@ -192,15 +192,36 @@ def test_cached_attention_equals_exact_integer_attention(groups):
         scores = q[b, h, g].astype(np.int64) @ keys_t[b, h, :, span].astype(np.int64)
         logits = scores.astype(np.float64) * (q_scale[b, h, g] * k_factor[b, h, span])
         folded = np.empty(hi + 1 - lo)
-        scale = ar.fold_weights(logits, v_scale[b, h, span], ar.ATTENTION_EXP, folded)
+        scale = ar.fold_weights(logits, v_scale[b, h, span], v_scale[b, h, span].max(),
+                                ar.ATTENTION_EXP, folded)
         want = (folded.astype(np.int64) @ values_t[b, h, :, span].T.astype(np.int64)) * scale
         assert np.array_equal(out[b, h, g], want)
+
+
+@pytest.mark.parametrize("spread", [0.5, 40.0, 4000.0])
+def test_attention_weights_follow_the_written_rule(spread):
+    """exact-v3's attention weights, written out in numpy: the max logit, the exp table at
+    round-half-even steps below it (capped at the table's last entry, 0), their sum, and
+    the folded weights. `fold_weights` takes the max on the floats' bits and sums in any
+    order: it must give these numbers, bit for bit, for negative, zero and tied logits."""
+    n, table = 3000, ar.ATTENTION_EXP
+    logits = RNG.standard_normal(n) * spread * ar.LOGIT_STEPS
+    logits[:5] = [0.0, -0.0, logits[5], logits[5], -1e-300]
+    v_scale = RNG.random(n) * (RNG.random(n) > 0.1)
+    top = logits.max()
+    weights = table[np.round(np.minimum(top - logits, len(table) - 1.0)).astype(np.int64)]
+    factor = (ar.WEIGHT_TOTAL / weights.sum()) / v_scale.max()
+    want = np.round((weights * factor) * v_scale)
+    folded = np.empty(n)
+    scale = ar.fold_weights(logits.copy(), v_scale, ar.top_of(v_scale), table, folded)
+    assert np.array_equal(folded, want) and scale == v_scale.max() / ar.WEIGHT_TOTAL
+    assert ar.top_of(logits) == top and ar.top_of(-np.abs(logits)) == -np.abs(logits).min()
 
 
 def test_folded_attention_weights_stay_below_2_to_the_17():
     n = ar.MAX_KEYS
     folded = np.empty(n)  # uniform attention over equal value scales: the most rounding up
-    ar.fold_weights(np.zeros(n), np.ones(n), ar.ATTENTION_EXP, folded)
+    ar.fold_weights(np.zeros(n), np.ones(n), 1.0, ar.ATTENTION_EXP, folded)
     assert folded.sum() <= ar.WEIGHT_TOTAL + n / 2 and (ar.WEIGHT_TOTAL + n / 2) * 127 < 2**24
 
 
