@@ -39,32 +39,42 @@ class ThreadTuner:
 
     A step is a few hundred short parallel loops; split statically over 2 threads, it stalls
     at every loop when another process holds one core (measured with a busy neighbour: 4.8x
-    slower at 11 rows, while 1 thread lost 10%). Every `period` steps each candidate runs
-    `probe` steps and the fastest per row is kept. Thread counts never change a table."""
+    slower at 11 rows, while 1 thread lost 10%). Each probe runs every candidate for `probe`
+    steps and keeps the fastest per row. A probe that confirms the choice doubles the wait
+    before the next (from `period` up to `longest` steps: on a quiet machine the slower
+    candidate's probe steps cost ~2% of a decode at every 64); a step slower than twice
+    the probe's pace (a neighbour came) probes at once. Thread counts never change a table."""
 
-    def __init__(self, max_threads: int, period: int = 64, probe: int = 2):
+    def __init__(self, max_threads: int, period: int = 64, probe: int = 2, longest: int = 1024):
         import numba
         self._numba = numba
         self.candidates = sorted({1, max_threads}) if max_threads > 1 else [1]
-        self.period, self.probe = period, probe
-        self.best, self.count, self.timings = max_threads, 0, {}
+        self.period, self.probe, self.shortest, self.longest = period, probe, period, longest
+        self.best, self.count, self.timings, self.pace = max_threads, 0, {}, None
 
     def step(self, stepper, inputs: np.ndarray) -> np.ndarray:
         if len(self.candidates) == 1:
             return stepper.step(inputs)
-        phase = self.count % self.period
-        probing = phase < self.probe * len(self.candidates)
-        threads = self.candidates[phase // self.probe] if probing else self.best
+        probing = self.count < self.probe * len(self.candidates)
+        threads = self.candidates[self.count // self.probe] if probing else self.best
         self._numba.set_num_threads(threads)
         started = time.perf_counter()
         out = stepper.step(inputs)
-        if probing:
-            self.timings.setdefault(threads, []).append((time.perf_counter() - started) / len(inputs))
-            if phase == self.probe * len(self.candidates) - 1:
-                self.best = min(self.timings, key=lambda n: sorted(self.timings[n])[0])
-                self.timings = {}
+        per_row = (time.perf_counter() - started) / len(inputs)
         self.count += 1
+        if probing:
+            self.timings.setdefault(threads, []).append(per_row)
+            if self.count == self.probe * len(self.candidates):
+                self._choose()
+        elif per_row > 2 * self.pace or self.count >= self.period:
+            self.count = 0
         return out
+
+    def _choose(self) -> None:
+        fastest = {n: min(t) for n, t in self.timings.items()}
+        best = min(fastest, key=fastest.get)
+        self.period = min(2 * self.period, self.longest) if best == self.best else self.shortest
+        self.best, self.pace, self.timings = best, fastest[best], {}
 
 
 def run(engine, lengths: list[int], next_tokens: Callable, progress: Progress | None = None,

@@ -1,6 +1,7 @@
 """Exact arithmetic: identical integer tables whatever the path, threads, batch or kernel."""
 
 import math
+import time
 
 import numba
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from llmzip import arithmetic as ar
 from llmzip import kernels, network
 from llmzip.engine import open_engine
+from llmzip.lockstep import ThreadTuner
 from llmzip.network import NO_GAIN, Stepper, _quantize
 from llmzip.tables import exp_table, grown, persisted, rope_table, sigmoid_table
 
@@ -61,6 +63,37 @@ def test_one_and_two_threads_give_identical_tables(engine_and_model):
     finally:
         numba.set_num_threads(before)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+
+
+class _Clocked:
+    """A stepper whose step takes 2 ms on 2 threads and 5 ms on 1, until a neighbour
+    comes: then 2 threads take 15 ms."""
+
+    def __init__(self):
+        self.neighbour, self.threads = False, []
+
+    def step(self, inputs):
+        n = numba.get_num_threads()
+        self.threads.append(n)
+        time.sleep(0.005 if n == 1 else 0.015 if self.neighbour else 0.002)
+        return inputs
+
+
+@pytest.mark.threads
+def test_the_thread_tuner_probes_less_on_a_quiet_machine_and_at_once_when_a_neighbour_comes():
+    before = numba.get_num_threads()
+    stepper, tuner, inputs = _Clocked(), ThreadTuner(2), np.zeros(1, np.int64)
+    try:
+        for _ in range(600):
+            tuner.step(stepper, inputs)
+        quiet = stepper.threads.count(1)  # probes at 0, 128, 384: 6 one-thread steps (at
+        assert 2 <= quiet <= 12  # every 64 steps, 19)
+        stepper.neighbour = True
+        for _ in range(40):
+            tuner.step(stepper, inputs)
+    finally:
+        numba.set_num_threads(before)
+    assert stepper.threads[600 + 6:] == [1] * 34  # the slow step, a probe, then 1 thread
 
 
 def test_a_row_gets_the_same_tables_alone_or_with_seven_others(engine_and_model):
