@@ -17,7 +17,8 @@ any FMA give the same number. Which kernel runs is a matter of speed:
   against the tiles' 31; the whole step at 2,000 cached positions 74 ms against 84).
 - `attend_cached`: the decoder's attention over an int8 KV cache, keys and values both
   stored channel-major (D, T), so both products run along the positions, vectorized, and
-  the query heads sharing a KV head widen each key and value once.
+  the query heads sharing a KV head widen each key and value once; eight key rows and four
+  value rows a pass keep enough of memory's streams busy (the cache is read once a step).
 `bench/steps.py` shows what each costs in a decoder step.
 """
 
