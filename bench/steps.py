@@ -26,25 +26,30 @@ import llmzip  # noqa: F401  (first: sets the thread environment before numpy lo
 import numba
 import numpy as np
 
-from llmzip import kernels, network
+from llmzip import kernels, network, vnni
 from llmzip.engine import open_engine
 
 
 class Timed:
-    """Wraps a callable and adds up the seconds spent in it."""
+    """Wraps a callable and adds up the seconds spent in it, and in its methods (a products
+    object's `scaled`: products and scaling in one pass)."""
 
     def __init__(self, fn):
         self.fn, self.seconds = fn, 0.0
 
     def __call__(self, *args):
-        started = time.perf_counter()
-        try:
-            return self.fn(*args)
-        finally:
-            self.seconds += time.perf_counter() - started
+        return self._timed(self.fn, args)
 
     def __getattr__(self, name):
-        return getattr(self.fn, name)
+        attr = getattr(self.fn, name)
+        return (lambda *args: self._timed(attr, args)) if callable(attr) else attr
+
+    def _timed(self, fn, args):
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 ATTEND = network.attend_cached
@@ -80,25 +85,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
     engine, _ = open_engine(args.model, None)
-    int8 = kernels.int8_matmul_is_exact()
-    print(f"{args.model}, numba {numba.__version__}, {args.steps} steps each; torch's int8 "
-          f"matmul {'exact here: used from' if int8 else 'not exact here: never used'} "
-          f"{kernels.INT8_ROWS} rows" + ("; the last column times the same step with the "
-                                         "numba kernels only" if int8 else ""))
+    int8, fast = kernels.int8_matmul_is_exact(), vnni.available()
+    print(f"{args.model}, numba {numba.__version__}, {args.steps} steps each; AVX-512 VNNI "
+          f"products {f'used up to {vnni.MAX_ROWS} rows' if fast else 'not available here'}; "
+          f"torch's int8 matmul {'exact here: used from' if int8 else 'not exact here: never used'}"
+          f" {kernels.INT8_ROWS} rows" + (" (beyond VNNI's)" if fast else "")
+          + ("; the last column times the same step with the numba kernels only"
+             if int8 or fast else ""))
     print("| threads | rows | cached positions | fastest step ms | median ms | tokens/s | "
-          "products | attention |" + (" numba only: fastest ms |" if int8 else ""))
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if int8 else ""))
+          "products | attention |" + (" numba only: fastest ms |" if int8 or fast else ""))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if int8 or fast else ""))
     for threads in args.threads:
         numba.set_num_threads(threads)
         for rows in args.rows:
             for position in args.positions:
-                compare = int8 and rows >= kernels.INT8_ROWS
+                compare = (fast and rows <= vnni.MAX_ROWS) or (int8 and rows >= kernels.INT8_ROWS)
                 alone = measure(engine.net, rows, position, args.steps, True) if compare else None
                 r = measure(engine.net, rows, position, args.steps)
                 print(f"| {threads} | {rows} | {position:,} | {r['best_ms']:.1f} | "
                       f"{r['median_ms']:.1f} | {r['tok_s']:.0f} | "
                       f"{r['products']:.0%} | {r['attention']:.0%} |"
-                      + (f" {alone['best_ms']:.1f} |" if alone else " same |" if int8 else ""),
+                      + (f" {alone['best_ms']:.1f} |" if alone else " same |" if int8 or fast
+                         else ""),
                       flush=True)
 
 

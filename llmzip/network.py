@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import arithmetic as ar
+from . import vnni
 from .kernels import (INT8_ROWS, attend_cached, int8_matmul_is_exact, int8_weights,
                       products_blas, products_int8, products_tiles, store_kv,
                       transposed_float32)
@@ -251,7 +252,9 @@ class ExactNetwork:
         else:
             ar.quantize_rows(x, xq, factor)
         out = np.empty((x.shape[0], lin.w8.shape[0]))
-        ar.scale_products(products(xq, lin), factor, lin.scale, out)
+        fused = getattr(products, "scaled", None)  # products and scaling in one pass
+        if fused is None or not fused(xq, factor, lin, out):
+            ar.scale_products(products(xq, lin), factor, lin.scale, out)
         return out
 
     def layer(self, layer: Layer, h: np.ndarray, positions: np.ndarray, attend,
@@ -399,17 +402,33 @@ class _Tiles:
         return products_tiles(xq, lin.w8)
 
 
-class _Int8(_Tiles):
-    """The decoder's integer products by torch's int8 matmul on two limbs
-    (`kernels.products_int8`) from INT8_ROWS rows; fewer rows (rows end) go back to the
-    numba kernels, as fast there. (Not the encoder's: on 5,400 rows it saved 1 s of 18 and
-    its process grew by 64 MB per head product, memory freed but not given back.)"""
+class _StepProducts(_Tiles):
+    """The decoder's integer products, by a step's rows: AVX-512 VNNI up to vnni.MAX_ROWS
+    rows, where `vnni.available()` (2 rows: 15.0 -> 8.9 ms a step, scaling included);
+    torch's int8 matmul on two limbs (`kernels.products_int8`) from INT8_ROWS rows, where
+    exact; else the numba kernels. Rows end as segments do, so each call chooses. (torch's
+    int8 matmul is not the encoder's: on 5,400 rows it saved 1 s of 18 and its process grew
+    by 64 MB per head product, memory freed but not given back.)"""
 
-    def __init__(self):
+    def __init__(self, n_rows: int):
+        self.vnni = vnni.available()
+        vnni_serves_all = self.vnni and n_rows <= vnni.MAX_ROWS  # then torch is not imported
+        self.int8 = n_rows >= INT8_ROWS and not vnni_serves_all and int8_matmul_is_exact()
         self._weights = {}  # id(w8) -> its torch view (which keeps w8, so the id stays its)
+        self._sums = {}  # id(w8) -> (w8, its weight sums) for VNNI
+
+    def scaled(self, xq, factor, lin: Linear, out) -> bool:
+        """out = ar.scale_products of the products, in one VNNI pass where it serves."""
+        if not (self.vnni and len(xq) <= vnni.MAX_ROWS and lin.w8.shape[1] % vnni.BLOCK == 0):
+            return False
+        kept = self._sums.get(id(lin.w8))
+        if kept is None:
+            kept = self._sums[id(lin.w8)] = (lin.w8, vnni.weight_sums(lin.w8))
+        vnni.products_scaled(xq, lin.w8, kept[1], factor, lin.scale, out)
+        return True
 
     def __call__(self, xq, lin: Linear):
-        if len(xq) < INT8_ROWS:
+        if not self.int8 or len(xq) < INT8_ROWS:
             return super().__call__(xq, lin)
         weights = self._weights.get(id(lin.w8))
         if weights is None:
@@ -425,8 +444,7 @@ class Stepper:
         if max_len > ar.MAX_KEYS:
             raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {ar.MAX_KEYS}")
         self.net, self.pos = net, 0
-        self.products = device or (_Int8() if n_rows >= INT8_ROWS and int8_matmul_is_exact()
-                                   else _Tiles())
+        self.products = device or _StepProducts(n_rows)
         shape = (len(net.layers), n_rows, net.n_kv, net.head_dim, max_len + 1)  # (.., D, T)
         self.keys_t, self.values_t = np.zeros(shape, np.int8), np.zeros(shape, np.int8)
         scales = (len(net.layers), n_rows, net.n_kv, max_len + 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from llmzip import arithmetic as ar
-from llmzip import kernels, network
+from llmzip import kernels, network, vnni
 from llmzip.engine import open_engine
 from llmzip.lockstep import ThreadTuner
 from llmzip.network import NO_GAIN, Stepper, _quantize
@@ -197,12 +197,48 @@ def test_int8_matmul_decoder_gives_the_tiles_tables(tiny_llama, monkeypatch):
         pytest.skip("torch's int8 matmul is not exact on this CPU (no VNNI): tiles only")
     engine, model = open_engine(tiny_llama, None)
     sequences = [_ids(model, 30, offset=700 * i) for i in range(kernels.INT8_ROWS + 1)]
-    stepper = engine.stepper(len(sequences), 30)
-    assert isinstance(stepper.products, network._Int8)
+    assert len(sequences) > vnni.MAX_ROWS  # (fewer rows would go to VNNI where it serves)
+    assert engine.stepper(len(sequences), 30).products.int8
     with_int8 = _stepped(engine, sequences)
     monkeypatch.setattr(network, "int8_matmul_is_exact", lambda: False)
-    assert isinstance(engine.stepper(len(sequences), 30).products, network._Tiles)
+    assert not engine.stepper(len(sequences), 30).products.int8
     assert np.array_equal(with_int8, _stepped(engine, sequences))
+
+
+needs_vnni = pytest.mark.skipif(not vnni.available(), reason="no AVX-512 VNNI on this CPU")
+
+
+@needs_vnni
+@pytest.mark.parametrize("rows", range(1, vnni.MAX_ROWS + 1))
+def test_vnni_products_equal_the_scaled_integer_products(rows):
+    """The VNNI kernel against int64 sums scaled by `scale_products`'s rule, bit for bit:
+    extreme inputs (+-ACT_MAX, both limbs at their ends) and weights (127, -128), an odd
+    number of outputs (the last one alone), three blocks of features."""
+    w = RNG.integers(-128, 128, (75, 3 * vnni.BLOCK), dtype=np.int8)
+    w[:3], w[3:6], w[-1] = 127, -128, -128
+    x = RNG.integers(-300, 301, (rows, w.shape[1])).astype(np.float32)
+    x[0, :5] = ar.ACT_MAX
+    x[-1, 5:9] = -ar.ACT_MAX
+    x[:, 9] = [-1, 0, 255, 256, -256, -32768 + 129][:rows]  # a limb at 0 or 255
+    row, col = RNG.random(rows) * 1e-3, RNG.random(w.shape[0]) * 1e-2
+    out = np.empty((rows, w.shape[0]))
+    vnni.products_scaled(x, w, vnni.weight_sums(w), row, col, out)
+    expected = np.empty_like(out)
+    ar.scale_products(x.astype(np.int64) @ w.T.astype(np.int64), row, col, expected)
+    assert np.array_equal(out, expected)
+
+
+@needs_vnni
+def test_vnni_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
+    """A decoder of up to MAX_ROWS rows multiplies by VNNI where it serves (the tiny
+    model's widths are multiples of 64): its tables equal the numba kernels', row for row."""
+    engine, model = open_engine(tiny_llama, None)
+    sequences = [_ids(model, 30, offset=700 * i) for i in range(3)]
+    assert engine.stepper(3, 30).products.vnni
+    with_vnni = _stepped(engine, sequences)
+    monkeypatch.setattr(vnni, "available", lambda: False)
+    assert not engine.stepper(3, 30).products.vnni
+    assert np.array_equal(with_vnni, _stepped(engine, sequences))
 
 
 @pytest.mark.parametrize("groups", [1, 2, 3, 4])
