@@ -7,10 +7,10 @@ A decoder step feeds one token to each row (segment) being decoded; its cost set
 decompression speed. For each thread count, row count and cached position this prints the
 fastest and the median step time, tokens per second at the fastest, and how much of the step went to the matrix products
 (`network` products object) and to attention over the cache (`kernels.attend_cached`); the
-rest is the small kernels (norms, RoPE, quantization, frequencies) and Python. Where
-torch's int8 matmul is exact (`kernels.int8_matmul_is_exact`: VNNI) and used
-(`kernels.INT8_ROWS` rows or more), each such row is timed with the numba kernels alone
-too, in the same run. The cache
+rest is the small kernels (norms, RoPE, quantization, frequencies) and Python. Where a
+faster kernel serves a row count (`amx`, `vnni`, or torch's int8 matmul where
+`kernels.int8_matmul_is_exact`), the same step is timed with the numba kernels alone too,
+in the same run. The cache
 holds zeros: a step's cost does not depend on what the cache holds. Run it alone; on a
 shared virtual machine the fastest step is the steadier figure (medians here moved by
 30% between runs of the same code).
@@ -26,7 +26,7 @@ import llmzip  # noqa: F401  (first: sets the thread environment before numpy lo
 import numba
 import numpy as np
 
-from llmzip import kernels, network, vnni
+from llmzip import amx, kernels, network, vnni
 from llmzip.engine import open_engine
 
 
@@ -85,13 +85,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
     engine, _ = open_engine(args.model, None)
-    int8, fast = kernels.int8_matmul_is_exact(), vnni.available()
-    print(f"{args.model}, numba {numba.__version__}, {args.steps} steps each; AVX-512 VNNI "
-          f"products {f'used up to {vnni.MAX_ROWS} rows' if fast else 'not available here'}; "
-          f"torch's int8 matmul {'exact here: used from' if int8 else 'not exact here: never used'}"
-          f" {kernels.INT8_ROWS} rows" + (" (beyond VNNI's)" if fast else "")
+    int8, tiles, fast = kernels.int8_matmul_is_exact(), amx.available(), vnni.available()
+    print(f"{args.model}, numba {numba.__version__}, {args.steps} steps each; AMX tile products "
+          + (f"used from {amx.FROM_ROWS} to {amx.MAX_ROWS} rows" if tiles else "not available here")
+          + "; AVX-512 VNNI products " + (f"used up to {vnni.MAX_ROWS} rows" if fast
+                                            else "not available here")
+          + f" (where AMX's are not); torch's int8 matmul "
+          f"{'exact here: used from' if int8 else 'not exact here: never used'}"
+          f" {kernels.INT8_ROWS} rows where neither serves"
           + ("; the last column times the same step with the numba kernels only"
-             if int8 or fast else ""))
+             if int8 or fast or tiles else ""))
+    fast = fast or tiles
     print("| threads | rows | cached positions | fastest step ms | median ms | tokens/s | "
           "products | attention |" + (" numba only: fastest ms |" if int8 or fast else ""))
     print("|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if int8 or fast else ""))
@@ -99,7 +103,7 @@ def main() -> None:
         numba.set_num_threads(threads)
         for rows in args.rows:
             for position in args.positions:
-                compare = (fast and rows <= vnni.MAX_ROWS) or (int8 and rows >= kernels.INT8_ROWS)
+                compare = fast or (int8 and rows >= kernels.INT8_ROWS)
                 alone = measure(engine.net, rows, position, args.steps, True) if compare else None
                 r = measure(engine.net, rows, position, args.steps)
                 print(f"| {threads} | {rows} | {position:,} | {r['best_ms']:.1f} | "

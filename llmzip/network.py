@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import arithmetic as ar
-from . import vnni
+from . import amx, vnni
 from .kernels import (INT8_ROWS, attend_cached, int8_matmul_is_exact, int8_weights,
                       products_blas, products_int8, products_tiles, store_kv,
                       transposed_float32)
@@ -221,6 +221,7 @@ class ExactNetwork:
         self.vocab_size = self.lm_head.w8.shape[0]
         self._rope: dict = {}
         self._recent: dict = {}  # a small group's last outputs (`_hidden`)
+        self.step_forms: dict = {}  # the decoder's forms of the weights (`_StepProducts`)
 
     def digest(self) -> bytes:
         """BLAKE2b-128 of the arithmetic's version and everything a probability depends on."""
@@ -403,37 +404,49 @@ class _Tiles:
 
 
 class _StepProducts(_Tiles):
-    """The decoder's integer products, by a step's rows: AVX-512 VNNI up to vnni.MAX_ROWS
-    rows, where `vnni.available()` (2 rows: 15.0 -> 8.9 ms a step, scaling included);
-    torch's int8 matmul on two limbs (`kernels.products_int8`) from INT8_ROWS rows, where
-    exact; else the numba kernels. Rows end as segments do, so each call chooses. (torch's
-    int8 matmul is not the encoder's: on 5,400 rows it saved 1 s of 18 and its process grew
-    by 64 MB per head product, memory freed but not given back.)"""
+    """The decoder's integer products, by a step's rows; each call chooses, as rows end
+    with their segments. A step's products at 2 threads (Intel Xeon, scaling included):
+    - AMX tiles (`amx`) from amx.FROM_ROWS rows, where available: 2 rows 9.3 -> 8.1 ms,
+      11 rows 18.8 -> 12.3 ms against VNNI and torch;
+    - AVX-512 VNNI (`vnni`) up to vnni.MAX_ROWS, where available: 2 rows 15.0 -> 8.9 ms;
+    - torch's int8 matmul on two limbs (`kernels.products_int8`) from INT8_ROWS rows,
+      where exact (11 rows: 31 -> 17 ms against the tiles);
+    - else the numba kernels.
+    The forms of the weights each needs (AMX's packed tiles, weight sums, torch views) are
+    kept by the network, made once a process. (torch's int8 matmul is not the encoder's: on
+    5,400 rows it saved 1 s of 18 and its process grew by 64 MB per head product, memory
+    freed but not given back.)"""
 
-    def __init__(self, n_rows: int):
+    def __init__(self, n_rows: int, forms: dict):
+        self.amx = n_rows >= amx.FROM_ROWS and amx.available()
         self.vnni = vnni.available()
-        vnni_serves_all = self.vnni and n_rows <= vnni.MAX_ROWS  # then torch is not imported
-        self.int8 = n_rows >= INT8_ROWS and not vnni_serves_all and int8_matmul_is_exact()
-        self._weights = {}  # id(w8) -> its torch view (which keeps w8, so the id stays its)
-        self._sums = {}  # id(w8) -> (w8, its weight sums) for VNNI
+        fused_all = (self.amx and n_rows <= amx.MAX_ROWS) or (self.vnni and n_rows <= vnni.MAX_ROWS)
+        self.int8 = n_rows >= INT8_ROWS and not fused_all and int8_matmul_is_exact()
+        self._forms = forms  # (kind, id(w8)) -> (w8, that form of it): w8 keeps its id
+
+    def _form(self, kind: str, w8: np.ndarray, make):
+        kept = self._forms.get((kind, id(w8)))
+        if kept is None:
+            kept = self._forms[kind, id(w8)] = (w8, make(w8))
+        return kept[1]
 
     def scaled(self, xq, factor, lin: Linear, out) -> bool:
-        """out = ar.scale_products of the products, in one VNNI pass where it serves."""
-        if not (self.vnni and len(xq) <= vnni.MAX_ROWS and lin.w8.shape[1] % vnni.BLOCK == 0):
+        """out = ar.scale_products of the products, in one AMX or VNNI pass where one serves."""
+        rows, w8 = len(xq), lin.w8
+        if self.amx and amx.FROM_ROWS <= rows <= amx.MAX_ROWS and amx.fits(w8):
+            amx.products_scaled(xq, self._form("amx", w8, amx.pack),
+                                self._form("sums", w8, vnni.weight_sums), factor, lin.scale, out)
+        elif self.vnni and rows <= vnni.MAX_ROWS and vnni.fits(w8):
+            vnni.products_scaled(xq, w8, self._form("sums", w8, vnni.weight_sums), factor,
+                                 lin.scale, out)
+        else:
             return False
-        kept = self._sums.get(id(lin.w8))
-        if kept is None:
-            kept = self._sums[id(lin.w8)] = (lin.w8, vnni.weight_sums(lin.w8))
-        vnni.products_scaled(xq, lin.w8, kept[1], factor, lin.scale, out)
         return True
 
     def __call__(self, xq, lin: Linear):
         if not self.int8 or len(xq) < INT8_ROWS:
             return super().__call__(xq, lin)
-        weights = self._weights.get(id(lin.w8))
-        if weights is None:
-            weights = self._weights[id(lin.w8)] = int8_weights(lin.w8)
-        return products_int8(xq, weights)
+        return products_int8(xq, self._form("torch", lin.w8, int8_weights))
 
 
 class Stepper:
@@ -444,7 +457,7 @@ class Stepper:
         if max_len > ar.MAX_KEYS:
             raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {ar.MAX_KEYS}")
         self.net, self.pos = net, 0
-        self.products = device or _StepProducts(n_rows)
+        self.products = device or _StepProducts(n_rows, net.step_forms)
         shape = (len(net.layers), n_rows, net.n_kv, net.head_dim, max_len + 1)  # (.., D, T)
         self.keys_t, self.values_t = np.zeros(shape, np.int8), np.zeros(shape, np.int8)
         scales = (len(net.layers), n_rows, net.n_kv, max_len + 1)

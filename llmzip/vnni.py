@@ -35,7 +35,7 @@ from numba.extending import intrinsic
 
 from .arithmetic import ACT_MAX
 
-__all__ = ["available", "weight_sums", "products_scaled", "MAX_ROWS", "BLOCK"]
+__all__ = ["available", "fits", "weight_sums", "products_scaled", "MAX_ROWS", "BLOCK"]
 
 BLOCK = 64  # bytes per vpdpbusd operand: inputs must have a multiple of this many features
 MAX_ROWS = 6  # up to this many rows: a step's products (with scaling), 2 threads, Intel
@@ -131,6 +131,10 @@ def _products(u, w, w_sum, row, col, out, rows_like):
     if w.shape[0] % 2:
         n = w.shape[0] - 1
         _store(_dot_block(w, n, u, blocks, rows_like, (0,)), 0, w_sum[n], rows, row, col, n, out)
+
+
+def fits(w8: np.ndarray) -> bool:
+    return w8.shape[1] % BLOCK == 0
 
 
 def weight_sums(w8: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from llmzip import arithmetic as ar
-from llmzip import kernels, network, vnni
+from llmzip import amx, kernels, network, vnni
 from llmzip.engine import open_engine
 from llmzip.lockstep import ThreadTuner
 from llmzip.network import NO_GAIN, Stepper, _quantize
@@ -197,6 +197,7 @@ def test_int8_matmul_decoder_gives_the_tiles_tables(tiny_llama, monkeypatch):
         pytest.skip("torch's int8 matmul is not exact on this CPU (no VNNI): tiles only")
     engine, model = open_engine(tiny_llama, None)
     sequences = [_ids(model, 30, offset=700 * i) for i in range(kernels.INT8_ROWS + 1)]
+    monkeypatch.setattr(amx, "available", lambda: False)  # (AMX would serve these rows)
     assert len(sequences) > vnni.MAX_ROWS  # (fewer rows would go to VNNI where it serves)
     assert engine.stepper(len(sequences), 30).products.int8
     with_int8 = _stepped(engine, sequences)
@@ -233,12 +234,53 @@ def test_vnni_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
     """A decoder of up to MAX_ROWS rows multiplies by VNNI where it serves (the tiny
     model's widths are multiples of 64): its tables equal the numba kernels', row for row."""
     engine, model = open_engine(tiny_llama, None)
+    monkeypatch.setattr(amx, "available", lambda: False)  # (AMX would serve 2 rows or more)
     sequences = [_ids(model, 30, offset=700 * i) for i in range(3)]
     assert engine.stepper(3, 30).products.vnni
     with_vnni = _stepped(engine, sequences)
     monkeypatch.setattr(vnni, "available", lambda: False)
     assert not engine.stepper(3, 30).products.vnni
     assert np.array_equal(with_vnni, _stepped(engine, sequences))
+
+
+needs_amx = pytest.mark.skipif(not amx.available(), reason="no AMX tiles in this process")
+
+
+@needs_amx
+@pytest.mark.parametrize("rows", [1, 2, 7, 8, 9, 16])
+def test_amx_products_equal_the_scaled_integer_products(rows):
+    """The AMX kernel against int64 sums scaled by `scale_products`'s rule, bit for bit:
+    one tile of limb rows, a full one, two; extreme inputs and weights; three tiles of
+    outputs, three of features (each thread's share of output tiles differs)."""
+    w = RNG.integers(-128, 128, (3 * amx.TILE, 3 * vnni.BLOCK), dtype=np.int8)
+    w[:3], w[3:6], w[-1] = 127, -128, -128
+    x = RNG.integers(-300, 301, (rows, w.shape[1])).astype(np.float32)
+    x[0, :5] = ar.ACT_MAX
+    x[-1, 5:9] = -ar.ACT_MAX
+    x[:, 9] = np.resize([-1, 0, 255, 256, -256, -32768 + 129], rows)  # a limb at 0 or 255
+    row, col = RNG.random(rows) * 1e-3, RNG.random(w.shape[0]) * 1e-2
+    out = np.empty((rows, w.shape[0]))
+    amx.products_scaled(x, amx.pack(w), vnni.weight_sums(w), row, col, out)
+    expected = np.empty_like(out)
+    ar.scale_products(x.astype(np.int64) @ w.T.astype(np.int64), row, col, expected)
+    assert np.array_equal(out, expected)
+
+
+@needs_amx
+def test_amx_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
+    """A decoder of 2 to 16 rows multiplies by AMX where it serves (the tiny model's
+    sizes are multiples of 16 and 64), 9 rows here (two tiles of limb rows): its tables
+    equal the numba kernels', row for row."""
+    engine, model = open_engine(tiny_llama, None)
+    sequences = [_ids(model, 30, offset=500 * i) for i in range(9)]
+    assert engine.stepper(9, 30).products.amx
+    with_amx = _stepped(engine, sequences)
+    for module in (amx, vnni, network):
+        name = "int8_matmul_is_exact" if module is network else "available"
+        monkeypatch.setattr(module, name, lambda: False)
+    products = engine.stepper(9, 30).products
+    assert not (products.amx or products.vnni or products.int8)
+    assert np.array_equal(with_amx, _stepped(engine, sequences))
 
 
 @pytest.mark.parametrize("groups", [1, 2, 3, 4])
