@@ -36,14 +36,15 @@ def machine() -> str:
 
 
 def _vector_unit() -> str:
-    """The widest integer SIMD: the same CPU name comes with or without AVX-512 VNNI, and
-    the int8 products' speed depends on it."""
+    """The widest integer SIMD: the same CPU name comes with or without AVX-512 VNNI or
+    AMX, and the int8 products' speed depends on them (`vnni`, `amx`)."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("flags")).split()
     except (OSError, StopIteration):
         return ""
-    for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+    for flag, name in (("amx_int8", "AVX-512 VNNI, AMX"), ("avx512_vnni", "AVX-512 VNNI"),
+                       ("avx512f", "AVX-512"), ("avx2", "AVX2")):
         if flag in flags:
             return f" ({name})"
     return ""
