@@ -1,34 +1,41 @@
 """llmzip against the peers on their common ground: alice29.txt's first 20,000 bytes, the same
 SmolLM2-135M GGUF, 2 CPU cores.
 
-Usage: python bench/peers.py [--corpus DIR] [--no-readme]
+Usage: python bench/peers.py [--corpus DIR] [--no-readme] [--llama-zip COMMAND]
 
 llmzip runs here, twice: with default settings, and with one segment holding the whole
-slice (the context the peers use). The peers' figures were measured on the same machine
-type with the same GGUF and slice (llama-zip and Nacrith, run from their repositories);
-they are quoted, not re-run, and marked so.
+slice (the context the peers use). With --llama-zip (its command line, e.g. the
+`llama-zip` of a virtual environment where it and llama-cpp-python are installed; neither
+is a dependency of ours), llama-zip compresses and decompresses the same slice with the
+same GGUF in the same run, timed from process start (its model load included, ~1 s), and
+its row says so. Otherwise, and for Nacrith always, the figures are quoted from an earlier
+session's run on an AMD EPYC (2 cores), and marked so.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from llmzip import Codec
+from llmzip.models import resolve
 from llmzip.report import machine, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
 N_BYTES = 20_000
-PEERS = [  # (name, bits per byte, KB/s compress, KB/s decompress, note)
-    ("llama-zip (llama.cpp, same GGUF)", 1.114, 0.21, 0.21,
-     "no header or checksum; decodes only on the same machine; random input grew 37%"),
+LLAMA_ZIP = "llama-zip (llama.cpp, same GGUF)"
+LLAMA_ZIP_NOTE = "no header or checksum; decodes only on the same machine; random input grew 37%"
+PEERS = [  # (name, bits per byte, KB/s compress, KB/s decompress, note): quoted
+    (LLAMA_ZIP, 1.114, 0.21, 0.21, LLAMA_ZIP_NOTE),
     ("Nacrith (SmolLM2-135M + n-gram mixing)", 1.137, 0.06, 0.06,
      "decodes only on the same software stack"),
 ]
+QUOTED = "quoted (an earlier session, AMD EPYC, 2 cores)"
 
 
 def measure(data: bytes, label: str, **settings) -> str:
@@ -46,16 +53,42 @@ def measure(data: bytes, label: str, **settings) -> str:
     return row
 
 
+def measure_llama_zip(data: bytes, command: str) -> str:
+    """llama-zip's own command line on the same slice and GGUF, both ways, as a user runs
+    it (n_ctx: the model's 8,192 tokens, so the slice is one window)."""
+    gguf = str(resolve("smollm2-135m").gguf_parts[0])
+    seconds = {}
+    output = data
+    for mode in ("-c", "-d"):
+        started = time.perf_counter()
+        output = subprocess.run([command, gguf, mode], input=output, capture_output=True,
+                                check=True).stdout
+        seconds[mode] = time.perf_counter() - started
+        if mode == "-c":
+            archive = output
+    ok = output == data
+    row = (f"| {LLAMA_ZIP} | {8 * len(archive) / len(data):.3f} | "
+           f"| {len(data) / 1000 / seconds['-c']:.2f} | {len(data) / 1000 / seconds['-d']:.2f} "
+           f"| measured now (its command line, model load included); round trip "
+           f"{'ok' if ok else 'FAILED'}; {LLAMA_ZIP_NOTE} |")
+    print(row, file=sys.stderr, flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--llama-zip", metavar="COMMAND",
+                        help="run llama-zip beside llmzip (its command line)")
     args = parser.parse_args()
     data = (args.corpus / "alice29.txt").read_bytes()[:N_BYTES]
     rows = [measure(data, "default settings"),
             measure(data, "one 8,192-token segment", segment_tokens=8192)]
-    rows += [f"| {name} | {bpb:.3f} | | {kc:.2f} | {kd:.2f} | quoted (same machine type); {note} |"
-             for name, bpb, kc, kd, note in PEERS]
+    if args.llama_zip:
+        rows.append(measure_llama_zip(data, args.llama_zip))
+    rows += [f"| {name} | {bpb:.3f} | | {kc:.2f} | {kd:.2f} | {QUOTED}; {note} |"
+             for name, bpb, kc, kd, note in PEERS if not (args.llama_zip and name == LLAMA_ZIP)]
     text = "\n".join([
         f"alice29.txt, first {N_BYTES:,} bytes, SmolLM2-135M, 2 CPU cores. Measured "
         f"{datetime.date.today().isoformat()} on {machine()}; `bench/peers.py`.", "",

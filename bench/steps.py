@@ -87,7 +87,7 @@ def main() -> None:
     engine, _ = open_engine(args.model, None)
     int8, tiles, fast = kernels.int8_matmul_is_exact(), amx.available(), vnni.available()
     print(f"{args.model}, numba {numba.__version__}, {args.steps} steps each; AMX tile products "
-          + (f"used from {amx.FROM_ROWS} to {amx.MAX_ROWS} rows" if tiles else "not available here")
+          + (f"used up to {amx.MAX_ROWS} rows" if tiles else "not available here")
           + "; AVX-512 VNNI products " + (f"used up to {vnni.MAX_ROWS} rows" if fast
                                             else "not available here")
           + f" (where AMX's are not); torch's int8 matmul "

@@ -406,8 +406,9 @@ class _Tiles:
 class _StepProducts(_Tiles):
     """The decoder's integer products, by a step's rows; each call chooses, as rows end
     with their segments. A step's products at 2 threads (Intel Xeon, scaling included):
-    - AMX tiles (`amx`) from amx.FROM_ROWS rows, where available: 2 rows 9.3 -> 8.1 ms,
-      11 rows 18.8 -> 12.3 ms against VNNI and torch;
+    - AMX tiles (`amx`) up to amx.MAX_ROWS rows, where available and the segments are
+      long enough to pay for packing the weights: 2 rows 9.3 -> 8.1 ms, 11 rows 18.8 ->
+      12.3 ms against VNNI and torch;
     - AVX-512 VNNI (`vnni`) up to vnni.MAX_ROWS, where available: 2 rows 15.0 -> 8.9 ms;
     - torch's int8 matmul on two limbs (`kernels.products_int8`) from INT8_ROWS rows,
       where exact (11 rows: 31 -> 17 ms against the tiles);
@@ -417,8 +418,8 @@ class _StepProducts(_Tiles):
     5,400 rows it saved 1 s of 18 and its process grew by 64 MB per head product, memory
     freed but not given back.)"""
 
-    def __init__(self, n_rows: int, forms: dict):
-        self.amx = n_rows >= amx.FROM_ROWS and amx.available()
+    def __init__(self, n_rows: int, max_len: int, forms: dict):
+        self.amx = max_len >= amx.MIN_STEPS and amx.available()
         self.vnni = vnni.available()
         fused_all = (self.amx and n_rows <= amx.MAX_ROWS) or (self.vnni and n_rows <= vnni.MAX_ROWS)
         self.int8 = n_rows >= INT8_ROWS and not fused_all and int8_matmul_is_exact()
@@ -433,7 +434,7 @@ class _StepProducts(_Tiles):
     def scaled(self, xq, factor, lin: Linear, out) -> bool:
         """out = ar.scale_products of the products, in one AMX or VNNI pass where one serves."""
         rows, w8 = len(xq), lin.w8
-        if self.amx and amx.FROM_ROWS <= rows <= amx.MAX_ROWS and amx.fits(w8):
+        if self.amx and rows <= amx.MAX_ROWS and amx.fits(w8):
             amx.products_scaled(xq, self._form("amx", w8, amx.pack),
                                 self._form("sums", w8, vnni.weight_sums), factor, lin.scale, out)
         elif self.vnni and rows <= vnni.MAX_ROWS and vnni.fits(w8):
@@ -457,7 +458,7 @@ class Stepper:
         if max_len > ar.MAX_KEYS:
             raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {ar.MAX_KEYS}")
         self.net, self.pos = net, 0
-        self.products = device or _StepProducts(n_rows, net.step_forms)
+        self.products = device or _StepProducts(n_rows, max_len, net.step_forms)
         shape = (len(net.layers), n_rows, net.n_kv, net.head_dim, max_len + 1)  # (.., D, T)
         self.keys_t, self.values_t = np.zeros(shape, np.int8), np.zeros(shape, np.int8)
         scales = (len(net.layers), n_rows, net.n_kv, max_len + 1)

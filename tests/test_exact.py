@@ -234,7 +234,6 @@ def test_vnni_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
     """A decoder of up to MAX_ROWS rows multiplies by VNNI where it serves (the tiny
     model's widths are multiples of 64): its tables equal the numba kernels', row for row."""
     engine, model = open_engine(tiny_llama, None)
-    monkeypatch.setattr(amx, "available", lambda: False)  # (AMX would serve 2 rows or more)
     sequences = [_ids(model, 30, offset=700 * i) for i in range(3)]
     assert engine.stepper(3, 30).products.vnni
     with_vnni = _stepped(engine, sequences)
@@ -268,10 +267,13 @@ def test_amx_products_equal_the_scaled_integer_products(rows):
 
 @needs_amx
 def test_amx_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
-    """A decoder of 2 to 16 rows multiplies by AMX where it serves (the tiny model's
-    sizes are multiples of 16 and 64), 9 rows here (two tiles of limb rows): its tables
-    equal the numba kernels', row for row."""
+    """A decoder of up to 16 rows multiplies by AMX where it serves (the tiny model's
+    sizes are multiples of 16 and 64; its segments here too short to pay for packing the
+    weights, unless told), 9 rows here (two tiles of limb rows): its tables equal the
+    numba kernels', row for row."""
     engine, model = open_engine(tiny_llama, None)
+    assert not engine.stepper(9, 30).products.amx
+    monkeypatch.setattr(amx, "MIN_STEPS", 30)
     sequences = [_ids(model, 30, offset=500 * i) for i in range(9)]
     assert engine.stepper(9, 30).products.amx
     with_amx = _stepped(engine, sequences)
