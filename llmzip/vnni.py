@@ -19,7 +19,8 @@ turns them into the same float64 numbers, in the same kernel (one pass less).
 
 Only where `available()`: the CPU has AVX-512 BW and VNNI, numba compiles for it (not for a
 generic CPU named in NUMBA_CPU_NAME), and a check against float64 passes; inputs must have
-a multiple of 64 features (both presets do). Elsewhere the numba kernels serve.
+a multiple of 64 features (both presets do). The decoder prefers AMX tiles (`amx`, same
+limbs) where the CPU has them and its segments are long; elsewhere numba's kernels serve.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from numba.extending import intrinsic
 
 from .arithmetic import ACT_MAX
 
-__all__ = ["available", "fits", "weight_sums", "products_scaled", "MAX_ROWS", "BLOCK"]
+__all__ = ["available", "fits", "weight_sums", "limbs", "host_has", "products_scaled",
+           "MAX_ROWS", "BLOCK", "OFFSET"]
 
 BLOCK = 64  # bytes per vpdpbusd operand: inputs must have a multiple of this many features
 MAX_ROWS = 6  # up to this many rows: a step's products (with scaling), 2 threads, Intel
@@ -79,13 +81,13 @@ def _dot_block(typingctx, w, n, u, n_blocks, rows_like, outputs_like):
         sums = [[None] * (2 * rows) for _ in range(outputs)]
         group = max(1, ACCUMULATORS // (2 * outputs))
         for first in range(0, rows, group):
-            limbs = range(2 * first, 2 * min(rows, first + group))
+            streams = range(2 * first, 2 * min(rows, first + group))  # limb rows of the group
             acc = {(o, s): cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None))
-                   for o in range(outputs) for s in limbs}
-            u_rows = {s: row(u_base, u_stride, s) for s in limbs}
+                   for o in range(outputs) for s in streams}
+            u_rows = {s: row(u_base, u_stride, s) for s in streams}
             with cgutils.for_range(builder, blocks) as loop:
                 w_vecs = [builder.load(builder.gep(p, [loop.index]), align=1) for p in w_rows]
-                for s in limbs:
+                for s in streams:
                     u_vec = builder.load(builder.gep(u_rows[s], [loop.index]), align=1)
                     for o in range(outputs):
                         builder.store(builder.call(dot, [builder.load(acc[o, s]), u_vec,
@@ -99,7 +101,7 @@ def _dot_block(typingctx, w, n, u, n_blocks, rows_like, outputs_like):
 
 
 @njit(cache=True)
-def _limbs(xq, u):
+def limbs(xq, u):
     """Integers |x| <= ACT_MAX (float32 rows of xq) as unsigned bytes: x + OFFSET = 256 u[2r]
     + u[2r + 1]."""
     for r in range(xq.shape[0]):
@@ -148,11 +150,11 @@ def products_scaled(xq: np.ndarray, w8: np.ndarray, w_sum: np.ndarray, row: np.n
     xq (R, K) float32 integers |x| <= ACT_MAX, R <= MAX_ROWS, K a multiple of BLOCK."""
     rows = xq.shape[0]
     u = np.empty((2 * rows, xq.shape[1]), np.uint8)
-    _limbs(xq, u)
+    limbs(xq, u)
     _products(u, w8, w_sum, row, col, out, (0,) * rows)
 
 
-def _host_has(*features: str) -> bool:
+def host_has(*features: str) -> bool:
     """Does this CPU have these features (LLVM's names), and does numba compile for it?"""
     import llvmlite.binding as llvm
     if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
@@ -165,7 +167,7 @@ def _host_has(*features: str) -> bool:
 def available() -> bool:
     """Can this process use the VNNI products, and are they exact here? Checked once, at
     the extremes too (compiling them the first time: seconds, then numba's cache)."""
-    if not _host_has("avx512f", "avx512bw", "avx512vnni"):
+    if not host_has("avx512f", "avx512bw", "avx512vnni"):
         return False
     rng = np.random.default_rng(0)
     w = rng.integers(-128, 128, (37, 3 * BLOCK), dtype=np.int8)
