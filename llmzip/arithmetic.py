@@ -238,10 +238,12 @@ def top_of(x):
     return np.int64(top ^ ((top >> 63) & _SIGN_FREE)).view(np.float64)
 
 
-@njit(fastmath={"reassoc", "nsz"}, inline="always")
+@njit(fastmath={"reassoc", "nsz"})
 def _integer_sum(x):
     """Sum of float64 integers whose total stays below 2^53: exact in any order, so LLVM
-    may vectorize it."""
+    may vectorize it. Not inlined: inlined, numba compiles it with its caller's flags,
+    which do not allow reordering (in the decoder's attention: 2.8 -> 0.3 ms a step of
+    11 rows at 2,000 positions, one thread)."""
     total = 0.0
     for t in range(x.shape[0]):
         total += x[t]
@@ -260,8 +262,11 @@ def fold_weights(logits, v_scale, top_vs, table, folded):
     so folded . values is exact in int32 and in float32 (below 2^24)."""
     top = top_of(logits)
     last = table.shape[0] - 1.0
+    index = np.empty(logits.shape[0], np.int64)
+    for t in range(logits.shape[0]):  # apart from the lookups, this loop vectorizes
+        index[t] = int(np.round(min(top - logits[t], last)))
     for t in range(logits.shape[0]):
-        logits[t] = table[int(np.round(min(top - logits[t], last)))]
+        logits[t] = table[index[t]]
     total = _integer_sum(logits)
     factor = (WEIGHT_TOTAL / total) / top_vs if top_vs > 0 else 0.0
     for t in range(logits.shape[0]):
