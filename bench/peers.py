@@ -61,8 +61,11 @@ def measure_llama_zip(data: bytes, command: str) -> str:
     output = data
     for mode in ("-c", "-d"):
         started = time.perf_counter()
-        output = subprocess.run([command, gguf, mode], input=output, capture_output=True,
-                                check=True).stdout
+        try:
+            output = subprocess.run([command, gguf, mode], input=output, capture_output=True,
+                                    check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise SystemExit(f"bench/peers.py: llama-zip {mode} failed: {e}") from None
         seconds[mode] = time.perf_counter() - started
         if mode == "-c":
             archive = output

@@ -14,7 +14,9 @@ any FMA give the same number. Which kernel runs is a matter of speed:
 - `products_int8`: torch's int8 matmul (oneDNN, VNNI) on the activations' two int8 limbs,
   int32 sums, where `int8_matmul_is_exact` finds it exact on this machine: the decoder
   from INT8_ROWS rows (on an AVX-512 VNNI Xeon, a step's products at 11 rows took 17 ms
-  against the tiles' 31; the whole step at 2,000 cached positions 74 ms against 84).
+  against the tiles' 31; the whole step at 2,000 cached positions 74 ms against 84), where
+  neither of the decoder's byte-instruction kernels serves: AMX tiles (`amx`) and VNNI
+  (`vnni`), which the decoder prefers (`network._StepProducts`).
 - `attend_cached`: the decoder's attention over an int8 KV cache, keys and values both
   stored channel-major (D, T), so both products run along the positions, vectorized, and
   the query heads sharing a KV head widen each key and value once; eight key rows and four
