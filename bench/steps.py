@@ -9,7 +9,7 @@ fastest and the median step time, tokens per second at the fastest, and how much
 (`network` products object) and to attention over the cache (`kernels.attend_cached`); the
 rest is the small kernels (norms, RoPE, quantization, frequencies) and Python. Where a
 faster kernel serves a row count (`amx`, `vnni`, or torch's int8 matmul where
-`kernels.int8_matmul_is_exact`), the same step is timed with the numba kernels alone too,
+`kernels.int8_matmul_serves`), the same step is timed with the numba kernels alone too,
 in the same run. The cache
 holds zeros: a step's cost does not depend on what the cache holds. Run it alone; on a
 shared virtual machine the fastest step is the steadier figure (medians here moved by
@@ -85,14 +85,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
     engine, _ = open_engine(args.model, None)
-    int8, tiles, fast = kernels.int8_matmul_is_exact(), amx.available(), vnni.available()
+    int8, tiles, fast = kernels.int8_matmul_serves(), amx.available(), vnni.available()
     print(f"{args.model}, numba {numba.__version__}, {args.steps} steps each; AMX tile products "
           + (f"used up to {amx.MAX_ROWS} rows" if tiles else "not available here")
           + "; AVX-512 VNNI products " + (f"used up to {vnni.MAX_ROWS} rows" if fast
                                             else "not available here")
-          + f" (where AMX's are not); torch's int8 matmul "
-          f"{'exact here: used from' if int8 else 'not exact here: never used'}"
-          f" {kernels.INT8_ROWS} rows where neither serves"
+          + " (where AMX's are not); torch's int8 matmul "
+          + (f"used from {kernels.INT8_ROWS} rows where neither serves" if int8
+             else "not used here (no VNNI, or inexact)")
           + ("; the last column times the same step with the numba kernels only"
              if int8 or fast or tiles else ""))
     fast = fast or tiles

@@ -12,7 +12,9 @@ any FMA give the same number. Which kernel runs is a matter of speed:
   float32 tiles that widen each weight once for 4 rows (the decoder; segments under
   `network.BLAS_ROWS` tokens).
 - `products_int8`: torch's int8 matmul (oneDNN, VNNI) on the activations' two int8 limbs,
-  int32 sums, where `int8_matmul_is_exact` finds it exact on this machine: the decoder
+  int32 sums, where `int8_matmul_serves`: the CPU has VNNI and the check finds it exact
+  (an AVX2 AMD EPYC gets exact sums too, from a generic path 13-40x slower than the
+  tiles). The decoder uses it
   from INT8_ROWS rows (on an AVX-512 VNNI Xeon, a step's products at 11 rows took 17 ms
   against the tiles' 31; the whole step at 2,000 cached positions 74 ms against 84), where
   neither of the decoder's byte-instruction kernels serves: AMX tiles (`amx`) and VNNI
@@ -36,7 +38,8 @@ from numba import njit, prange
 from .arithmetic import ACT_MAX, fold_weights, top_of
 
 __all__ = ["TILE_ROWS", "INT8_ROWS", "products_blas", "products_tiles", "products_int8",
-           "int8_weights", "int8_matmul_is_exact", "store_kv", "attend_cached"]
+           "int8_weights", "int8_matmul_is_exact", "int8_matmul_serves", "store_kv",
+           "attend_cached"]
 
 EXACT_SUMS = {"reassoc", "contract"}  # integer-valued float32: any order is exact
 TILE_ROWS = 4  # from this many rows, float32 tiles beat one int32 dot per output
@@ -196,6 +199,18 @@ def products_int8(xq: np.ndarray, weights) -> np.ndarray:
     out = np.empty((xq.shape[0], both.shape[1]), np.int32)
     _joined_limbs(both, out)
     return out
+
+
+@functools.cache
+def int8_matmul_serves() -> bool:
+    """Is torch's int8 matmul the decoder's fastest exact product for many rows here? Only
+    with VNNI (AVX-512 or AVX): oneDNN's GEMM for it. Without, it is either inexact
+    (saturating int16 pairs) or exact but slow: on an AVX2 AMD EPYC, 11 rows of the
+    49,152 x 576 head took 243 ms against the tiles' 6 (`products_tiles`)."""
+    import llvmlite.binding as llvm
+    found = llvm.get_host_cpu_features()
+    has_vnni = found.get("avx512vnni", False) or found.get("avxvnni", False)
+    return has_vnni and int8_matmul_is_exact()
 
 
 @functools.cache

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import arithmetic as ar
 from . import amx, vnni
-from .kernels import (INT8_ROWS, attend_cached, int8_matmul_is_exact, int8_weights,
+from .kernels import (INT8_ROWS, attend_cached, int8_matmul_serves, int8_weights,
                       products_blas, products_int8, products_tiles, store_kv,
                       transposed_float32)
 from .tables import grown, persisted, rope_table
@@ -411,7 +411,7 @@ class _StepProducts(_Tiles):
       12.3 ms against VNNI and torch;
     - AVX-512 VNNI (`vnni`) up to vnni.MAX_ROWS, where available: 2 rows 15.0 -> 8.9 ms;
     - torch's int8 matmul on two limbs (`kernels.products_int8`) from INT8_ROWS rows,
-      where exact (11 rows: 31 -> 17 ms against the tiles);
+      where it serves (VNNI, and exact: 11 rows 31 -> 17 ms against the tiles);
     - else the numba kernels.
     The forms of the weights each needs (AMX's packed tiles, weight sums, torch views) are
     kept by the network, made once a process. (torch's int8 matmul is not the encoder's: on
@@ -422,7 +422,7 @@ class _StepProducts(_Tiles):
         self.amx = max_len >= amx.MIN_STEPS and amx.available()
         self.vnni = vnni.available()
         fused_all = (self.amx and n_rows <= amx.MAX_ROWS) or (self.vnni and n_rows <= vnni.MAX_ROWS)
-        self.int8 = n_rows >= INT8_ROWS and not fused_all and int8_matmul_is_exact()
+        self.int8 = n_rows >= INT8_ROWS and not fused_all and int8_matmul_serves()
         self._forms = forms  # (kind, id(w8)) -> (w8, that form of it): w8 keeps its id
 
     def _form(self, kind: str, w8: np.ndarray, make):

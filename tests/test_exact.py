@@ -190,18 +190,34 @@ def test_int8_matmul_is_used_only_where_exact(monkeypatch):
     assert kernels.int8_matmul_is_exact.__wrapped__() == exact_here
 
 
+def test_int8_matmul_serves_only_with_vnni(monkeypatch):
+    """Exact is not enough: without VNNI torch's exact int8 matmul is a generic loop, far
+    slower than the tiles (an AVX2 AMD EPYC), so the decoder does not use it there."""
+    import llvmlite.binding as llvm
+    features = llvm.get_host_cpu_features()
+    for vnni_flags, expected in (({"avx512vnni": False, "avxvnni": False}, False),
+                                 ({"avx512vnni": True, "avxvnni": False}, True),
+                                 ({"avx512vnni": False, "avxvnni": True}, True)):
+        monkeypatch.setattr(llvm, "get_host_cpu_features",
+                            lambda: {**features, **vnni_flags})
+        assert kernels.int8_matmul_serves.__wrapped__() == (
+            expected and kernels.int8_matmul_is_exact())
+
+
 def test_int8_matmul_decoder_gives_the_tiles_tables(tiny_llama, monkeypatch):
-    """From INT8_ROWS rows the decoder multiplies with torch's int8 matmul where it is
-    exact: the same tables as the numba tiles, row for row."""
+    """From INT8_ROWS rows the decoder multiplies with torch's int8 matmul where it
+    serves: the same tables as the numba tiles, row for row. Run wherever it is exact,
+    VNNI or not (told it serves)."""
     if not kernels.int8_matmul_is_exact():
-        pytest.skip("torch's int8 matmul is not exact on this CPU (no VNNI): tiles only")
+        pytest.skip("torch's int8 matmul is not exact on this CPU: tiles only")
+    monkeypatch.setattr(network, "int8_matmul_serves", lambda: True)
     engine, model = open_engine(tiny_llama, None)
     sequences = [_ids(model, 30, offset=700 * i) for i in range(kernels.INT8_ROWS + 1)]
     monkeypatch.setattr(amx, "available", lambda: False)  # (AMX would serve these rows)
     assert len(sequences) > vnni.MAX_ROWS  # (fewer rows would go to VNNI where it serves)
     assert engine.stepper(len(sequences), 30).products.int8
     with_int8 = _stepped(engine, sequences)
-    monkeypatch.setattr(network, "int8_matmul_is_exact", lambda: False)
+    monkeypatch.setattr(network, "int8_matmul_serves", lambda: False)
     assert not engine.stepper(len(sequences), 30).products.int8
     assert np.array_equal(with_int8, _stepped(engine, sequences))
 
@@ -278,7 +294,7 @@ def test_amx_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
     assert engine.stepper(9, 30).products.amx
     with_amx = _stepped(engine, sequences)
     for module in (amx, vnni, network):
-        name = "int8_matmul_is_exact" if module is network else "available"
+        name = "int8_matmul_serves" if module is network else "available"
         monkeypatch.setattr(module, name, lambda: False)
     products = engine.stepper(9, 30).products
     assert not (products.amx or products.vnni or products.int8)
