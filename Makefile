@@ -25,12 +25,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # numba compiles the exact engine's kernels on first use (~30 s on 2 cores) and caches them
 # beside the sources. Compile them once here, on the committed tiny Llama and Gemma 3 (the
 # same kernels as any model's), so a first compress and each test worker find them ready; and
-# the AMX and VNNI products where the CPU has them (their checks compile them).
-$(VENV)/.kernels: $(VENV)/.installed llmzip/arithmetic.py llmzip/kernels.py llmzip/vnni.py llmzip/amx.py
+# the AMX, VNNI and AVX2 products where the CPU has them (their checks compile them).
+$(VENV)/.kernels: $(VENV)/.installed llmzip/arithmetic.py llmzip/kernels.py llmzip/vnni.py llmzip/amx.py \
+                  llmzip/avx2.py
 	for m in tiny-llama tiny-gemma; do \
 	  $(BIN)/llmzip compress -c -q -m tests/models/$$m $(SAMPLE) | \
 	  $(BIN)/llmzip decompress -c -q -m tests/models/$$m - | cmp -s - $(SAMPLE) || exit 1; done
-	$(BIN)/python -c "from llmzip import amx, vnni; amx.available(); vnni.available()"
+	$(BIN)/python -c "from llmzip import amx, avx2, vnni; amx.available(); vnni.available(); avx2.available()"
 	touch $@
 
 # Debian's Chromium renders the explain page in the tests; installed where apt-get can run.

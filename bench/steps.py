@@ -8,7 +8,7 @@ decompression speed. For each thread count, row count and cached position this p
 fastest and the median step time, tokens per second at the fastest, and how much of the step went to the matrix products
 (`network` products object) and to attention over the cache (`kernels.attend_cached`); the
 rest is the small kernels (norms, RoPE, quantization, frequencies) and Python. Where a
-faster kernel serves a row count (`amx`, `vnni`, or torch's int8 matmul where
+faster kernel serves a row count (`amx`, `vnni`, `avx2`, or torch's int8 matmul where
 `kernels.int8_matmul_serves`), the same step is timed with the numba kernels alone too,
 in the same run. The cache
 holds zeros: a step's cost does not depend on what the cache holds. Run it alone; on a
@@ -26,7 +26,7 @@ import llmzip  # noqa: F401  (first: sets the thread environment before numpy lo
 import numba
 import numpy as np
 
-from llmzip import amx, kernels, network, vnni
+from llmzip import amx, avx2, kernels, network, vnni
 from llmzip.engine import open_engine
 
 
@@ -86,6 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     engine, _ = open_engine(args.model, None)
     int8, tiles, fast = kernels.int8_matmul_serves(), amx.available(), vnni.available()
+    wide = avx2.available()
     print(f"{args.model}, numba {numba.__version__}, {args.steps} steps each; AMX tile products "
           + (f"used up to {amx.MAX_ROWS} rows" if tiles else "not available here")
           + "; AVX-512 VNNI products " + (f"used up to {vnni.MAX_ROWS} rows" if fast
@@ -93,23 +94,27 @@ def main() -> None:
           + " (where AMX's are not); torch's int8 matmul "
           + (f"used from {kernels.INT8_ROWS} rows where neither serves" if int8
              else "not used here (no VNNI, or inexact)")
+          + "; AVX2 products " + (f"used from {avx2.MIN_ROWS} rows where none of those serves"
+                                  if wide else "not available here")
           + ("; the last column times the same step with the numba kernels only"
-             if int8 or fast or tiles else ""))
+             if int8 or fast or tiles or wide else ""))
     fast = fast or tiles
+    other = int8 or fast or wide
     print("| threads | rows | cached positions | fastest step ms | median ms | tokens/s | "
-          "products | attention |" + (" numba only: fastest ms |" if int8 or fast else ""))
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if int8 or fast else ""))
+          "products | attention |" + (" numba only: fastest ms |" if other else ""))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if other else ""))
     for threads in args.threads:
         numba.set_num_threads(threads)
         for rows in args.rows:
             for position in args.positions:
-                compare = fast or (int8 and rows >= kernels.INT8_ROWS)
+                compare = (fast or (int8 and rows >= kernels.INT8_ROWS)
+                           or (wide and rows >= avx2.MIN_ROWS))
                 alone = measure(engine.net, rows, position, args.steps, True) if compare else None
                 r = measure(engine.net, rows, position, args.steps)
                 print(f"| {threads} | {rows} | {position:,} | {r['best_ms']:.1f} | "
                       f"{r['median_ms']:.1f} | {r['tok_s']:.0f} | "
                       f"{r['products']:.0%} | {r['attention']:.0%} |"
-                      + (f" {alone['best_ms']:.1f} |" if alone else " same |" if int8 or fast
+                      + (f" {alone['best_ms']:.1f} |" if alone else " same |" if other
                          else ""),
                       flush=True)
 

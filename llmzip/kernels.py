@@ -9,8 +9,9 @@ any FMA give the same number. Which kernel runs is a matter of speed:
 - `products_blas`: one float32 sgemm: the encoder's thousands of rows at BLAS speed.
 - `products_tiles`: a few rows times int8 weights read once: one int32 dot per output
   (vpmaddwd) under 4 rows, where streaming the weights bounds the step; from 4 rows,
-  float32 tiles that widen each weight once for 4 rows (the decoder; segments under
-  `network.BLAS_ROWS` tokens).
+  float32 tiles that widen each weight once for 4 rows (segments under
+  `network.BLAS_ROWS` tokens; the decoder where none of the kernels below serves, and
+  `avx2`'s vpmaddwd blocks do not either).
 - `products_int8`: torch's int8 matmul (oneDNN, VNNI) on the activations' two int8 limbs,
   int32 sums, where `int8_matmul_serves`: the CPU has VNNI and the check finds it exact
   (an AVX2 AMD EPYC gets exact sums too, from a generic path 13-40x slower than the

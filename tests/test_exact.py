@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from llmzip import arithmetic as ar
-from llmzip import amx, kernels, network, vnni
+from llmzip import amx, avx2, kernels, network, vnni
 from llmzip.engine import open_engine
 from llmzip.lockstep import ThreadTuner
 from llmzip.network import NO_GAIN, Stepper, _quantize
@@ -213,7 +213,8 @@ def test_int8_matmul_decoder_gives_the_tiles_tables(tiny_llama, monkeypatch):
     monkeypatch.setattr(network, "int8_matmul_serves", lambda: True)
     engine, model = open_engine(tiny_llama, None)
     sequences = [_ids(model, 30, offset=700 * i) for i in range(kernels.INT8_ROWS + 1)]
-    monkeypatch.setattr(amx, "available", lambda: False)  # (AMX would serve these rows)
+    for module in (amx, avx2):  # (AMX would serve these rows; AVX2 the tiles' share)
+        monkeypatch.setattr(module, "available", lambda: False)
     assert len(sequences) > vnni.MAX_ROWS  # (fewer rows would go to VNNI where it serves)
     assert engine.stepper(len(sequences), 30).products.int8
     with_int8 = _stepped(engine, sequences)
@@ -253,9 +254,50 @@ def test_vnni_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
     sequences = [_ids(model, 30, offset=700 * i) for i in range(3)]
     assert engine.stepper(3, 30).products.vnni
     with_vnni = _stepped(engine, sequences)
-    monkeypatch.setattr(vnni, "available", lambda: False)
+    for module in (vnni, avx2):
+        monkeypatch.setattr(module, "available", lambda: False)
     assert not engine.stepper(3, 30).products.vnni
     assert np.array_equal(with_vnni, _stepped(engine, sequences))
+
+
+needs_avx2 = pytest.mark.skipif(not avx2.available(), reason="no AVX2 on this CPU")
+
+
+@needs_avx2
+@pytest.mark.parametrize("rows", [2, 3, 6, 7, 11, 16, 17])
+def test_avx2_products_equal_the_scaled_integer_products(rows):
+    """The AVX2 kernel against int64 sums scaled by `scale_products`'s rule, bit for bit:
+    extreme inputs (+-ACT_MAX) and weights (127, -128), an odd number of outputs (the last
+    one paired with the one before), three blocks of features; one group of rows, more
+    than one, and more than a pass."""
+    w = RNG.integers(-128, 128, (75, 3 * avx2.BLOCK), dtype=np.int8)
+    w[:3], w[3:6], w[-1] = 127, -128, -128
+    x = RNG.integers(-300, 301, (rows, w.shape[1])).astype(np.float32)
+    x[0, :5] = ar.ACT_MAX
+    x[-1, 5:9] = -ar.ACT_MAX
+    row, col = RNG.random(rows) * 1e-3, RNG.random(w.shape[0]) * 1e-2
+    out = np.empty((rows, w.shape[0]))
+    avx2.products_scaled(x, w, row, col, out)
+    expected = np.empty_like(out)
+    ar.scale_products(x.astype(np.int64) @ w.T.astype(np.int64), row, col, expected)
+    assert np.array_equal(out, expected)
+
+
+@needs_avx2
+def test_avx2_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
+    """A decoder of avx2.MIN_ROWS rows or more multiplies by AVX2 where it serves and
+    neither AMX, VNNI nor torch's int8 matmul does (7 rows: two groups): its tables equal
+    the numba kernels', row for row."""
+    for module in (amx, vnni):
+        monkeypatch.setattr(module, "available", lambda: False)
+    monkeypatch.setattr(network, "int8_matmul_serves", lambda: False)
+    engine, model = open_engine(tiny_llama, None)
+    sequences = [_ids(model, 30, offset=700 * i) for i in range(7)]
+    assert engine.stepper(7, 30).products.avx2
+    with_avx2 = _stepped(engine, sequences)
+    monkeypatch.setattr(avx2, "available", lambda: False)
+    assert not engine.stepper(7, 30).products.avx2
+    assert np.array_equal(with_avx2, _stepped(engine, sequences))
 
 
 needs_amx = pytest.mark.skipif(not amx.available(), reason="no AMX tiles in this process")
@@ -293,11 +335,11 @@ def test_amx_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
     sequences = [_ids(model, 30, offset=500 * i) for i in range(9)]
     assert engine.stepper(9, 30).products.amx
     with_amx = _stepped(engine, sequences)
-    for module in (amx, vnni, network):
+    for module in (amx, vnni, avx2, network):
         name = "int8_matmul_serves" if module is network else "available"
         monkeypatch.setattr(module, name, lambda: False)
     products = engine.stepper(9, 30).products
-    assert not (products.amx or products.vnni or products.int8)
+    assert not (products.amx or products.vnni or products.avx2 or products.int8)
     assert np.array_equal(with_amx, _stepped(engine, sequences))
 
 
