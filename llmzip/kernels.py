@@ -36,9 +36,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .arithmetic import ACT_MAX, fold_weights, top_of
+from .arithmetic import ACT_MAX, fold_weights, over_rows, top_of
 
-__all__ = ["TILE_ROWS", "INT8_ROWS", "products_blas", "products_tiles", "products_int8",
+__all__ = ["TILE_ROWS", "INT8_ROWS", "products_blas", "products_tiles", "products_dots_scaled",
+           "products_int8",
            "int8_weights", "int8_matmul_is_exact", "int8_matmul_serves", "store_kv",
            "attend_cached"]
 
@@ -137,6 +138,21 @@ def _products_dots(x, w, out):
     for n in prange(w.shape[0]):
         for m in range(x.shape[0]):
             out[m, n] = _dot_int32(x[m], w[n])
+
+
+@njit(parallel=True, cache=True)
+def _products_dots_scaled(x, w, row, col, out):
+    for n in prange(w.shape[0]):
+        for m in range(x.shape[0]):
+            out[m, n] = (np.float64(_dot_int32(x[m], w[n])) * row[m]) * col[n]
+
+
+def products_dots_scaled(xq: np.ndarray, w8: np.ndarray, row: np.ndarray, col: np.ndarray,
+                         out: np.ndarray) -> None:
+    """out (R, N) float64 = ((xq . w8^T) * row) * col by `scale_products`'s rule, one int32
+    dot per output as `products_tiles` does under TILE_ROWS rows, scaled in the same pass
+    (a decoder step of 1 or 2 rows: 121 calls and a pass over the outputs fewer)."""
+    _products_dots_scaled(xq.astype(np.int16), w8, row, col, out)
 
 
 def products_tiles(xq: np.ndarray, w8: np.ndarray) -> np.ndarray:
@@ -318,6 +334,7 @@ def _weigh_triple(fa, fb, fc, values_t, out_a, out_b, out_c):
         out_c[d:d + 4] = s20, s21, s22, s23
 
 
+@over_rows
 @njit(parallel=True, cache=True)
 def store_kv(keys, k_factor, values, v_scale, pos, keys_t, k_factors, values_t, v_scales):
     """A decoder step's keys and values (R, H, D) with their factors (R, H) into column pos

@@ -22,9 +22,9 @@ import numpy as np
 
 from . import arithmetic as ar
 from . import amx, avx2, vnni
-from .kernels import (INT8_ROWS, attend_cached, int8_matmul_serves, int8_weights,
-                      products_blas, products_int8, products_tiles, store_kv,
-                      transposed_float32)
+from .kernels import (INT8_ROWS, TILE_ROWS, attend_cached, int8_matmul_serves, int8_weights,
+                      products_blas, products_dots_scaled, products_int8, products_tiles,
+                      store_kv, transposed_float32)
 from .tables import grown, persisted, rope_table
 
 __all__ = ["ARCHITECTURES", "ExactNetwork", "Stepper", "quantize_checkpoint", "supports"]
@@ -435,8 +435,8 @@ class _StepProducts(_Tiles):
         return kept[1]
 
     def scaled(self, xq, factor, lin: Linear, out) -> bool:
-        """out = ar.scale_products of the products, in one AMX, VNNI or AVX2 pass where one
-        serves."""
+        """out = ar.scale_products of the products, in one pass where a kernel does both:
+        AMX, VNNI, AVX2, or numba's dots under TILE_ROWS rows."""
         rows, w8 = len(xq), lin.w8
         if self.amx and rows <= amx.MAX_ROWS and amx.fits(w8):
             amx.products_scaled(xq, self._form("amx", w8, amx.pack),
@@ -447,6 +447,8 @@ class _StepProducts(_Tiles):
         elif (self.avx2 and rows >= avx2.MIN_ROWS and avx2.fits(w8)
               and not (self.int8 and rows >= INT8_ROWS)):
             avx2.products_scaled(xq, w8, factor, lin.scale, out)
+        elif rows < TILE_ROWS:
+            products_dots_scaled(xq, w8, factor, lin.scale, out)
         else:
             return False
         return True

@@ -176,6 +176,38 @@ def test_float32_blas_and_int8_tiles_give_the_exact_products(row):
         assert np.array_equal(kernels.products_tiles(q[:rows], w), exact[:rows])
     if kernels.int8_matmul_is_exact():  # torch's int8 matmul on two limbs, where exact
         assert np.array_equal(kernels.products_int8(q, kernels.int8_weights(w)), exact)
+    row_f, col_f = RNG.random(len(q)) * 1e-3, RNG.random(len(w)) * 1e-2
+    expected, out = np.empty(exact.shape), np.empty(exact.shape)
+    ar.scale_products(exact, row_f, col_f, expected)
+    for rows in (1, 2, 3):  # the decoder's few rows: dots and scaling in one pass
+        kernels.products_dots_scaled(q[:rows], w, row_f[:rows], col_f, out[:rows])
+        assert np.array_equal(out[:rows], expected[:rows])
+
+
+def test_kernels_over_rows_run_in_place_for_few_rows_with_the_same_numbers(monkeypatch):
+    """A kernel over rows runs unthreaded up to SERIAL_ROWS rows and threaded above, and
+    both forms give the same numbers (rows quantized, then rotated)."""
+    calls = []
+    for form in ("serial", "parallel"):
+        kernel = getattr(ar.quantize_rows, form)
+        monkeypatch.setattr(ar.quantize_rows, form,
+                            lambda *a, kernel=kernel, form=form: calls.append(form) or kernel(*a))
+    x = RNG.normal(size=(ar.SERIAL_ROWS + 1, 64)) * 100
+    results = {}
+    for form in ("serial", "parallel"):
+        q, scale = np.empty(x.shape, np.float32), np.empty(len(x))
+        getattr(ar.quantize_rows, form)(x, q, scale)
+        heads = q.astype(np.float64).reshape(len(x), 4, 16)
+        cos, sin = rope_table(10_000.0, 16, 8)
+        getattr(ar.rotate, form)(heads, np.arange(len(x)), cos, sin)
+        results[form] = q, scale, heads
+    for a, b in zip(*results.values()):
+        assert np.array_equal(a, b)
+    calls.clear()
+    q, scale = np.empty(x.shape, np.float32), np.empty(len(x))
+    ar.quantize_rows(x[:ar.SERIAL_ROWS], q[:ar.SERIAL_ROWS], scale[:ar.SERIAL_ROWS])
+    ar.quantize_rows(x, q, scale)
+    assert calls == ["serial", "parallel"]
 
 
 def test_int8_matmul_is_used_only_where_exact(monkeypatch):
