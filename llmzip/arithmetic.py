@@ -302,9 +302,9 @@ def fold_weights(logits, v_scale, top_vs, table, folded):
     so folded . values is exact in int32 and in float32 (below 2^24)."""
     top = top_of(logits)
     last = table.shape[0] - 1.0
-    index = np.empty(logits.shape[0], np.int64)
-    for t in range(logits.shape[0]):  # apart from the lookups, this loop vectorizes
-        index[t] = int(np.round(min(top - logits[t], last)))
+    index = np.empty(logits.shape[0], np.int32)  # AVX2 converts float64 to int32 only:
+    for t in range(logits.shape[0]):  # int64 made this loop scalar (a fold 1.7 -> 1.1 ns a
+        index[t] = np.int32(np.round(min(top - logits[t], last)))  # logit, AMD EPYC)
     for t in range(logits.shape[0]):
         logits[t] = table[index[t]]
     total = _integer_sum(logits)

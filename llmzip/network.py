@@ -22,9 +22,9 @@ import numpy as np
 
 from . import arithmetic as ar
 from . import amx, avx2, vnni
-from .kernels import (INT8_ROWS, TILE_ROWS, attend_cached, int8_matmul_serves, int8_weights,
-                      products_blas, products_dots_scaled, products_int8, products_tiles,
-                      store_kv, transposed_float32)
+from .kernels import (INT8_ROWS, TILE_ROWS, attend_cached, attend_segment, int8_matmul_serves,
+                      int8_weights, products_blas, products_dots_scaled, products_int8,
+                      products_tiles, store_kv, transposed_float32)
 from .tables import grown, persisted, rope_table
 
 __all__ = ["ARCHITECTURES", "ExactNetwork", "Stepper", "quantize_checkpoint", "supports"]
@@ -346,13 +346,28 @@ class ExactNetwork:
         h = self.embed_rows(ids)
         products = device or (_Blas() if len(ids) >= BLAS_ROWS else _Tiles())
         for layer in self.layers:
-            h = self.layer(layer, h, positions, lambda q, k, v, layer=layer: self._attend_full(
-                layer, q, k, v, products), products)
+            h = self.layer(layer, h, positions, lambda q, k, v, layer=layer: (
+                self._attend_blocks(layer, q, k, v, device) if device
+                else self._attend_segment(layer, q, k, v)), products)
         return h
 
-    def _attend_full(self, layer: Layer, q, k, v, products) -> np.ndarray:
-        """Causal (windowed) attention of a segment over itself, in blocks of QUERY_BLOCK
-        queries: scores and weights x values from float32 BLAS, exact integers."""
+    def _attend_segment(self, layer: Layer, q, k, v) -> np.ndarray:
+        """Causal (windowed) attention of a segment over itself on the CPU, position by
+        position with the decoder's kernel (`kernels.attend_segment`)."""
+        qq, qs, kq, ks, vq, vs = self.quantize_qkv(q, k, v)
+        t_len, nkv, g, d = q.shape[0], self.n_kv, self.groups, self.head_dim
+        out = np.empty((t_len, nkv, g, d))
+        attend_segment(qq.reshape(t_len, nkv, g, d), qs.reshape(t_len, nkv, g),
+                       np.ascontiguousarray(kq.transpose(1, 2, 0)),  # (H, D, T), as cached
+                       np.ascontiguousarray((ks * self.q_factor).T),
+                       np.ascontiguousarray(vq.transpose(1, 2, 0)), np.ascontiguousarray(vs.T),
+                       layer.window or 0, ar.ATTENTION_EXP, out)
+        return out.reshape(t_len, self.n_heads * d)
+
+    def _attend_blocks(self, layer: Layer, q, k, v, products) -> np.ndarray:
+        """Causal (windowed) attention of a segment over itself on a device, in blocks of
+        QUERY_BLOCK queries: scores and weights x values from its matrix products, exact
+        integers, the same as `_attend_segment`'s."""
         qq, qs, kq, ks, vq, vs = self.quantize_qkv(q, k, v)
         t_len, g, d = q.shape[0], self.groups, self.head_dim
         out = np.empty((t_len, self.n_heads, d))
@@ -389,15 +404,9 @@ class _Blas:
         weights = self.weights32 if self.weights32 is not None else lin.w8
         return products_blas(xq, weights)
 
-    @staticmethod
-    def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return a @ b
-
 
 class _Tiles:
     """Integer products of a few rows: float32 tiles over the int8 weights."""
-
-    mm = staticmethod(_Blas.mm)
 
     def __call__(self, xq, lin: Linear):
         return products_tiles(xq, lin.w8)

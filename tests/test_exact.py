@@ -184,6 +184,30 @@ def test_float32_blas_and_int8_tiles_give_the_exact_products(row):
         assert np.array_equal(out[:rows], expected[:rows])
 
 
+class _NumpyProducts:
+    """The device path's matrix products, by numpy: `_attend_blocks` on the CPU."""
+
+    @staticmethod
+    def mm(a, b):
+        return a @ b
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 300])
+def test_segment_attention_equals_blocked_attention(engine_and_model, length):
+    """The encoder's attention on the CPU (position by position, the decoder's kernel)
+    gives the numbers of the device path's blocks of float32 products, on every kind of
+    layer (Gemma 3's sliding windows too), odd lengths and one longer than a block."""
+    engine, _ = engine_and_model
+    net = engine.net
+    rng = np.random.default_rng(length)
+    for layer in {layer.window or 0: layer for layer in net.layers}.values():
+        q = rng.normal(size=(length, net.n_heads, net.head_dim)) * 3
+        k = rng.normal(size=(length, net.n_kv, net.head_dim)) * 3
+        v = rng.normal(size=(length, net.n_kv, net.head_dim))
+        assert np.array_equal(net._attend_segment(layer, q.copy(), k.copy(), v.copy()),
+                              net._attend_blocks(layer, q, k, v, _NumpyProducts()))
+
+
 def test_kernels_over_rows_run_in_place_for_few_rows_with_the_same_numbers(monkeypatch):
     """A kernel over rows runs unthreaded up to SERIAL_ROWS rows and threaded above, and
     both forms give the same numbers (rows quantized, then rotated)."""
