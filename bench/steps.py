@@ -94,8 +94,8 @@ def main() -> None:
           + " (where AMX's are not); torch's int8 matmul "
           + (f"used from {kernels.INT8_ROWS} rows where neither serves" if int8
              else "not used here (no VNNI, or inexact)")
-          + "; AVX2 products " + (f"used from {avx2.MIN_ROWS} rows where none of those serves"
-                                  if wide else "not available here")
+          + "; AVX2 products " + ("used where none of those serves" if wide
+                                  else "not available here")
           + ("; the last column times the same step with the numba kernels only"
              if int8 or fast or tiles or wide else ""))
     fast = fast or tiles
@@ -107,8 +107,7 @@ def main() -> None:
         numba.set_num_threads(threads)
         for rows in args.rows:
             for position in args.positions:
-                compare = (fast or (int8 and rows >= kernels.INT8_ROWS)
-                           or (wide and rows >= avx2.MIN_ROWS))
+                compare = fast or wide or (int8 and rows >= kernels.INT8_ROWS)
                 alone = measure(engine.net, rows, position, args.steps, True) if compare else None
                 r = measure(engine.net, rows, position, args.steps)
                 print(f"| {threads} | {rows} | {position:,} | {r['best_ms']:.1f} | "

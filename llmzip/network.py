@@ -421,8 +421,7 @@ class _StepProducts(_Tiles):
     - AVX-512 VNNI (`vnni`) up to vnni.MAX_ROWS, where available: 2 rows 15.0 -> 8.9 ms;
     - torch's int8 matmul on two limbs (`kernels.products_int8`) from INT8_ROWS rows,
       where it serves (VNNI, and exact: 11 rows 31 -> 17 ms against the tiles);
-    - AVX2's vpmaddwd (`avx2`) from avx2.MIN_ROWS rows, where available: CPUs without
-      VNNI (AMD EPYC, Zen 3);
+    - AVX2's vpmaddwd (`avx2`), where available: CPUs without VNNI (AMD EPYC, Zen 3);
     - else the numba kernels.
     The forms of the weights each needs (AMX's packed tiles, weight sums, torch views) are
     kept by the network, made once a process. (torch's int8 matmul is not the encoder's: on
@@ -434,7 +433,7 @@ class _StepProducts(_Tiles):
         self.vnni = vnni.available()
         fused_all = (self.amx and n_rows <= amx.MAX_ROWS) or (self.vnni and n_rows <= vnni.MAX_ROWS)
         self.int8 = n_rows >= INT8_ROWS and not fused_all and int8_matmul_serves()
-        self.avx2 = n_rows >= avx2.MIN_ROWS and not fused_all and avx2.available()
+        self.avx2 = not fused_all and avx2.available()
         self._forms = forms  # (kind, id(w8)) -> (w8, that form of it): w8 keeps its id
 
     def _form(self, kind: str, w8: np.ndarray, make):
@@ -453,8 +452,7 @@ class _StepProducts(_Tiles):
         elif self.vnni and rows <= vnni.MAX_ROWS and vnni.fits(w8):
             vnni.products_scaled(xq, w8, self._form("sums", w8, vnni.weight_sums), factor,
                                  lin.scale, out)
-        elif (self.avx2 and rows >= avx2.MIN_ROWS and avx2.fits(w8)
-              and not (self.int8 and rows >= INT8_ROWS)):
+        elif self.avx2 and avx2.fits(w8) and not (self.int8 and rows >= INT8_ROWS):
             avx2.products_scaled(xq, w8, factor, lin.scale, out)
         elif rows < TILE_ROWS:
             products_dots_scaled(xq, w8, factor, lin.scale, out)
