@@ -356,12 +356,13 @@ class ExactNetwork:
         position with the decoder's kernel (`kernels.attend_segment`)."""
         qq, qs, kq, ks, vq, vs = self.quantize_qkv(q, k, v)
         t_len, nkv, g, d = q.shape[0], self.n_kv, self.groups, self.head_dim
+        keys_t, values_t = (np.empty((nkv, d, _row_bytes(t_len)), np.int8)[..., :t_len]
+                            for _ in range(2))  # (H, D, T) as cached, and as far apart
+        keys_t[:], values_t[:] = kq.transpose(1, 2, 0), vq.transpose(1, 2, 0)
         out = np.empty((t_len, nkv, g, d))
-        attend_segment(qq.reshape(t_len, nkv, g, d), qs.reshape(t_len, nkv, g),
-                       np.ascontiguousarray(kq.transpose(1, 2, 0)),  # (H, D, T), as cached
-                       np.ascontiguousarray((ks * self.q_factor).T),
-                       np.ascontiguousarray(vq.transpose(1, 2, 0)), np.ascontiguousarray(vs.T),
-                       layer.window or 0, ar.ATTENTION_EXP, out)
+        attend_segment(qq.reshape(t_len, nkv, g, d), qs.reshape(t_len, nkv, g), keys_t,
+                       np.ascontiguousarray((ks * self.q_factor).T), values_t,
+                       np.ascontiguousarray(vs.T), layer.window or 0, ar.ATTENTION_EXP, out)
         return out.reshape(t_len, self.n_heads * d)
 
     def _attend_blocks(self, layer: Layer, q, k, v, products) -> np.ndarray:
