@@ -33,8 +33,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .arithmetic import ACT_MAX
-from .vnni import host_has
+from .vnni import exact_at_extremes, host_has, operand_rows
 
 __all__ = ["available", "fits", "products_scaled", "MAX_ROWS", "BLOCK"]
 
@@ -56,15 +55,9 @@ def _dot_block(typingctx, w, n, x, n_blocks, rows_like):
     sig = types.UniTuple(types.int32, rows)(w, n, x, n_blocks, rows_like)
 
     def codegen(context, builder, signature, args):
-        w_val, n_val, x_val, blocks = args[:4]
-        i64 = ir.IntType(64)
-        weights = context.make_array(signature.args[0])(context, builder, w_val)
-        inputs = context.make_array(signature.args[2])(context, builder, x_val)
-        w_stride = builder.extract_value(weights.strides, 0)
-        x_stride = builder.extract_value(inputs.strides, 0)
-        w_row = builder.inttoptr(builder.add(builder.ptrtoint(weights.data, i64),
-                                             builder.mul(w_stride, n_val)), _I8X16.as_pointer())
-        x_base = builder.ptrtoint(inputs.data, i64)
+        blocks, i64 = args[3], ir.IntType(64)
+        w_at, _, x_base, x_stride = operand_rows(context, builder, signature, args)
+        w_row = builder.inttoptr(w_at, _I8X16.as_pointer())
         madd = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_I32X8, [_I16X16] * 2), "llvm.x86.avx2.pmadd.wd")
         total = cgutils.get_or_insert_function(
@@ -118,22 +111,7 @@ def products_scaled(xq: np.ndarray, w8: np.ndarray, row: np.ndarray, col: np.nda
 
 @functools.cache
 def available() -> bool:
-    """Can this process use the AVX2 products, and are they exact here? Checked once, at
-    the extremes too (compiling them the first time: seconds, then numba's cache)."""
-    if not host_has("avx2"):
-        return False
-    rng = np.random.default_rng(0)
-    w = rng.integers(-128, 128, (37, 3 * BLOCK), dtype=np.int8)
-    w[:4], w[4:8] = 127, -128
-    try:
-        for rows in (1, 2):  # other row counts compile on first use
-            x = rng.integers(-64, 65, (rows, w.shape[1])).astype(np.float32)
-            x[0, :2], x[-1, 2:4] = ACT_MAX, -ACT_MAX
-            row, col = np.ones(rows), np.ones(w.shape[0])
-            out = np.empty((rows, w.shape[0]))
-            products_scaled(x, w, row, col, out)
-            if not np.array_equal(out, x.astype(np.float64) @ w.T.astype(np.float64)):
-                return False
-    except Exception:  # noqa: BLE001  (any failure to compile or run: the numba kernels serve)
-        return False
-    return True
+    """Can this process use the AVX2 products, and are they exact here?"""
+    return host_has("avx2") and exact_at_extremes(
+        lambda x, w, out: products_scaled(x, w, np.ones(len(x)), np.ones(len(w)), out),
+        37, 3 * BLOCK, (1, 2))

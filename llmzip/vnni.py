@@ -36,7 +36,8 @@ from numba.extending import intrinsic
 
 from .arithmetic import ACT_MAX
 
-__all__ = ["available", "fits", "weight_sums", "limbs", "host_has", "products_scaled",
+__all__ = ["available", "fits", "weight_sums", "limbs", "host_has", "exact_at_extremes",
+           "operand_rows", "products_scaled",
            "MAX_ROWS", "BLOCK", "OFFSET"]
 
 BLOCK = 64  # bytes per vpdpbusd operand: inputs must have a multiple of this many features
@@ -46,6 +47,19 @@ MAX_ROWS = 6  # up to this many rows: a step's products (with scaling), 2 thread
 OFFSET = 32768  # x + OFFSET is unsigned 16-bit for |x| <= ACT_MAX
 ACCUMULATORS = 24  # zmm registers for sums of one pass (32 in all: weights and inputs load too)
 _I32X16 = ir.VectorType(ir.IntType(32), 16)
+
+
+def operand_rows(context, builder, signature, args):
+    """In a byte kernel's code generator, for arguments (w, n, inputs, ...): the address of
+    row n of the weights and their row stride, the inputs' address and their row stride
+    (LLVM i64 values)."""
+    i64 = ir.IntType(64)
+    weights = context.make_array(signature.args[0])(context, builder, args[0])
+    inputs = context.make_array(signature.args[2])(context, builder, args[2])
+    w_stride = builder.extract_value(weights.strides, 0)
+    x_stride = builder.extract_value(inputs.strides, 0)
+    w_row = builder.add(builder.ptrtoint(weights.data, i64), builder.mul(w_stride, args[1]))
+    return w_row, w_stride, builder.ptrtoint(inputs.data, i64), x_stride
 
 
 @intrinsic
@@ -60,14 +74,8 @@ def _dot_block(typingctx, w, n, u, n_blocks, rows_like, outputs_like):
                                                          outputs_like)
 
     def codegen(context, builder, signature, args):
-        w_val, n_val, u_val, blocks = args[:4]
-        i64 = ir.IntType(64)
-        weights = context.make_array(signature.args[0])(context, builder, w_val)
-        inputs = context.make_array(signature.args[2])(context, builder, u_val)
-        w_stride = builder.extract_value(weights.strides, 0)
-        u_stride = builder.extract_value(inputs.strides, 0)
-        w_base = builder.add(builder.ptrtoint(weights.data, i64), builder.mul(w_stride, n_val))
-        u_base = builder.ptrtoint(inputs.data, i64)
+        blocks, i64 = args[3], ir.IntType(64)
+        w_base, w_stride, u_base, u_stride = operand_rows(context, builder, signature, args)
 
         def row(base, stride, index):
             at = builder.add(base, builder.mul(stride, ir.Constant(i64, index)))
@@ -163,24 +171,31 @@ def host_has(*features: str) -> bool:
     return all(found.get(f, False) for f in features)
 
 
-@functools.cache
-def available() -> bool:
-    """Can this process use the VNNI products, and are they exact here? Checked once, at
-    the extremes too (compiling them the first time: seconds, then numba's cache)."""
-    if not host_has("avx512f", "avx512bw", "avx512vnni"):
-        return False
+def exact_at_extremes(products, outputs: int, features: int, row_counts) -> bool:
+    """Does products(x, w, out) (out = x . w^T at unit scales, float64) give the exact
+    sums for these row counts, inputs at +-ACT_MAX and weights at 127 and -128 among
+    them? Any failure to compile or run counts as no: other kernels serve. Each byte
+    kernel's `available` asks this once, compiling it the first time (seconds, then
+    numba's cache)."""
     rng = np.random.default_rng(0)
-    w = rng.integers(-128, 128, (37, 3 * BLOCK), dtype=np.int8)
+    w = rng.integers(-128, 128, (outputs, features), dtype=np.int8)
     w[:4], w[4:8] = 127, -128
     try:
-        for rows in (1, 2):  # other row counts compile on first use
-            x = rng.integers(-64, 65, (rows, w.shape[1])).astype(np.float32)
+        for rows in row_counts:
+            x = rng.integers(-64, 65, (rows, features)).astype(np.float32)
             x[0, :2], x[-1, 2:4] = ACT_MAX, -ACT_MAX
-            row, col = np.ones(rows), np.ones(w.shape[0])
-            out = np.empty((rows, w.shape[0]))
-            products_scaled(x, w, weight_sums(w), row, col, out)
+            out = np.empty((rows, outputs))
+            products(x, w, out)
             if not np.array_equal(out, x.astype(np.float64) @ w.T.astype(np.float64)):
                 return False
-    except Exception:  # noqa: BLE001  (any failure to compile or run: the numba kernels serve)
+    except Exception:  # noqa: BLE001  (a kernel that does not build here is not used)
         return False
     return True
+
+
+@functools.cache
+def available() -> bool:
+    """Can this process use the VNNI products, and are they exact here?"""
+    return host_has("avx512f", "avx512bw", "avx512vnni") and exact_at_extremes(
+        lambda x, w, out: products_scaled(x, w, weight_sums(w), np.ones(len(x)),
+                                          np.ones(len(w)), out), 37, 3 * BLOCK, (1, 2))
