@@ -25,7 +25,7 @@ from .coder import default_bucket_size
 from .container import (Arithmetic, Header, Method, ModelInfo, check_bucket_size, pack,
                         split_members, unpack)
 from .errors import CorruptArchiveError, ModelMismatchError
-from .settings import Settings, physical_memory
+from .settings import Settings, physical_memory, release_freed_memory
 
 __all__ = ["Codec", "CompressStats", "SegmentCost", "content_checksum"]
 
@@ -151,6 +151,7 @@ class Codec:
         found = repeats.copies(data) if self.settings.copies else []
         segments, coded, engine = self._model_coding(repeats.literal(data, found), progress,
                                                      observe)
+        release_freed_memory()  # the encoder's logits and tables: ~400 MB a chunk
         if coded is None:
             return None, None
         blocks, payloads = seg.classical_blocks(segments, set(coded.bits))
@@ -197,6 +198,7 @@ class Codec:
         of archives back to back (`compress -c a b`) gives their outputs in order. In a
         team of processes, process 0 alone gets them (the others get None)."""
         parts = [self._decompress_one(member, progress) for member in split_members(bytes(blob))]
+        release_freed_memory()  # the decoder's caches and tables
         return None if None in parts else b"".join(parts)
 
     def _decompress_one(self, blob: bytes, progress) -> bytes | None:

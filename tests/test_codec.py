@@ -275,3 +275,38 @@ def test_copies_declaring_more_than_half_the_memory_are_refused_before_decoding(
     with pytest.raises(CorruptArchiveError, match=f"declares {size:,} bytes of output, more "
                        "than half of this machine's memory"):
         Codec(tiny_llama).decompress(pack(header, [b"x"], []))
+
+
+RETAINED = """
+import numpy as np
+from pathlib import Path
+from llmzip.settings import release_freed_memory
+def rss_mb():
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+large = np.ones(16 << 17)  # 16 MB, freed: glibc now serves arrays below that from its heap
+del large
+arrays, pins = [], []
+for _ in range(100):  # 4 MB arrays, each followed by a small block that stays
+    arrays.append(np.ones(1 << 19))
+    pins.append(bytearray(200_000))
+del arrays
+held = rss_mb()
+release_freed_memory()
+print(held, rss_mb())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
+def test_freed_memory_goes_back_to_the_system():
+    """glibc keeps the heap's free pages resident; a codec gives them back after each run
+    (what the encoder's ~400 MB chunks leave), so the next run starts from less."""
+    import subprocess
+    import sys
+    from llmzip.settings import _malloc_trim
+    if _malloc_trim() is None:
+        pytest.skip("no malloc_trim in this C library")
+    out = subprocess.run([sys.executable, "-c", RETAINED], capture_output=True, text=True,
+                         check=True).stdout
+    held, after = map(float, out.split())
+    assert held > 400 and after < held - 300, (held, after)
