@@ -65,9 +65,9 @@ def over_rows(kernel):
     for SERIAL_ROWS rows or fewer: a decoder step of one row makes ~500 such calls, each
     cost ~6 us to hand to numba's threads and ~1.5 us to run in place (a whole step at
     1,000 positions, 2 threads, AMD EPYC, ad hoc: 1 row 14.5 -> 12.6 ms, 2 rows 18.0 ->
-    17.6, 3 rows 24.2 -> 23.4; 4 rows lost, 25.3 -> 26.3). Both forms compile the same loop body and neither changes
-    an operation: prange only shares the iterations out. The unthreaded form has its own
-    name, and so its own entry in numba's cache."""
+    17.6, 3 rows 24.2 -> 23.4; 4 rows lost, 25.3 -> 26.3). Both forms compile the same
+    loop body and neither changes an operation: prange only shares the iterations out. The
+    unthreaded form has its own name, and so its own entry in numba's cache."""
     py_func = kernel.py_func
     twin = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + "_serial",
                               py_func.__defaults__, py_func.__closure__)

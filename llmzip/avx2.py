@@ -33,7 +33,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .vnni import exact_at_extremes, host_has, operand_rows
+from .vnni import exact_at_extremes, host_has, operand_rows, row_pointer
 
 __all__ = ["available", "fits", "products_scaled", "MAX_ROWS", "BLOCK"]
 
@@ -55,19 +55,19 @@ def _dot_block(typingctx, w, n, x, n_blocks, rows_like):
     sig = types.UniTuple(types.int32, rows)(w, n, x, n_blocks, rows_like)
 
     def codegen(context, builder, signature, args):
-        blocks, i64 = args[3], ir.IntType(64)
+        blocks = args[3]
         w_at, _, x_base, x_stride = operand_rows(context, builder, signature, args)
         w_row = builder.inttoptr(w_at, _I8X16.as_pointer())
         madd = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_I32X8, [_I16X16] * 2), "llvm.x86.avx2.pmadd.wd")
         total = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.IntType(32), [_I32X8]), "llvm.vector.reduce.add.v8i32")
+            builder.module, ir.FunctionType(ir.IntType(32), [_I32X8]),
+            "llvm.vector.reduce.add.v8i32")
         sums = [None] * rows
         for first in range(0, rows, GROUP):
             group = range(first, min(rows, first + GROUP))
             acc = {r: cgutils.alloca_once_value(builder, ir.Constant(_I32X8, None)) for r in group}
-            x_rows = {r: builder.inttoptr(builder.add(x_base, builder.mul(x_stride, ir.Constant(i64, r))),
-                                          _I16X16.as_pointer()) for r in group}
+            x_rows = {r: row_pointer(builder, x_base, x_stride, r, _I16X16) for r in group}
             with cgutils.for_range(builder, blocks) as loop:
                 w_vec = builder.sext(builder.load(builder.gep(w_row, [loop.index]), align=1),
                                      _I16X16)

@@ -37,7 +37,7 @@ from numba.extending import intrinsic
 from .arithmetic import ACT_MAX
 
 __all__ = ["available", "fits", "weight_sums", "limbs", "host_has", "exact_at_extremes",
-           "operand_rows", "products_scaled",
+           "operand_rows", "row_pointer", "products_scaled",
            "MAX_ROWS", "BLOCK", "OFFSET"]
 
 BLOCK = 64  # bytes per vpdpbusd operand: inputs must have a multiple of this many features
@@ -62,6 +62,13 @@ def operand_rows(context, builder, signature, args):
     return w_row, w_stride, builder.ptrtoint(inputs.data, i64), x_stride
 
 
+def row_pointer(builder, base, stride, index: int, vector):
+    """In a code generator, row `index` of the array at base (i64) with this row stride,
+    as a pointer to vectors of that type."""
+    at = builder.add(base, builder.mul(stride, ir.Constant(ir.IntType(64), index)))
+    return builder.inttoptr(at, vector.as_pointer())
+
+
 @intrinsic
 def _dot_block(typingctx, w, n, u, n_blocks, rows_like, outputs_like):
     """Raw sums of outputs n .. n+O-1 of w (N, K) int8 against every limb row of u (2R, K)
@@ -74,25 +81,20 @@ def _dot_block(typingctx, w, n, u, n_blocks, rows_like, outputs_like):
                                                          outputs_like)
 
     def codegen(context, builder, signature, args):
-        blocks, i64 = args[3], ir.IntType(64)
+        blocks = args[3]
         w_base, w_stride, u_base, u_stride = operand_rows(context, builder, signature, args)
-
-        def row(base, stride, index):
-            at = builder.add(base, builder.mul(stride, ir.Constant(i64, index)))
-            return builder.inttoptr(at, _I32X16.as_pointer())
-
         dot = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_I32X16, [_I32X16] * 3), "llvm.x86.avx512.vpdpbusd.512")
         total = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.IntType(32), [_I32X16]), "llvm.vector.reduce.add.v16i32")
-        w_rows = [row(w_base, w_stride, o) for o in range(outputs)]
+        w_rows = [row_pointer(builder, w_base, w_stride, o, _I32X16) for o in range(outputs)]
         sums = [[None] * (2 * rows) for _ in range(outputs)]
         group = max(1, ACCUMULATORS // (2 * outputs))
         for first in range(0, rows, group):
             streams = range(2 * first, 2 * min(rows, first + group))  # limb rows of the group
             acc = {(o, s): cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None))
                    for o in range(outputs) for s in streams}
-            u_rows = {s: row(u_base, u_stride, s) for s in streams}
+            u_rows = {s: row_pointer(builder, u_base, u_stride, s, _I32X16) for s in streams}
             with cgutils.for_range(builder, blocks) as loop:
                 w_vecs = [builder.load(builder.gep(p, [loop.index]), align=1) for p in w_rows]
                 for s in streams:
