@@ -321,16 +321,24 @@ def _weigh_pair(fa, fb, values_t, out_a, out_b):
 
 @njit(fastmath=EXACT_SUMS, cache=True)
 def _weigh_triple(fa, fb, fc, values_t, out_a, out_b, out_c):
-    """`_weigh_pair` for three queries (twelve sums in registers)."""
+    """`_weigh_pair` for three queries: twelve sums in registers. Each value is widened
+    just before its three products: with all four widened first (the pair's order), the
+    four took four of AVX2's sixteen vector registers, LLVM kept two sums on the stack,
+    and their load-add-store chains bound the loop (22.3 -> 13.0 us at 2,001 values;
+    a decoder step's attention, 11 rows at 2,000 positions, ~9% less; ad hoc, AMD EPYC)."""
     for d in range(0, values_t.shape[0], 4):
         v0, v1, v2, v3 = values_t[d:d + 4]
         s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = s20 = s21 = s22 = s23 = np.float32(0)
         for t in range(fa.shape[0]):
-            x0, x1, x2, x3 = np.float32(v0[t]), np.float32(v1[t]), np.float32(v2[t]), np.float32(v3[t])
             a, b, c = fa[t], fb[t], fc[t]
-            s00, s01, s02, s03 = s00 + a * x0, s01 + a * x1, s02 + a * x2, s03 + a * x3
-            s10, s11, s12, s13 = s10 + b * x0, s11 + b * x1, s12 + b * x2, s13 + b * x3
-            s20, s21, s22, s23 = s20 + c * x0, s21 + c * x1, s22 + c * x2, s23 + c * x3
+            x = np.float32(v0[t])
+            s00, s10, s20 = s00 + a * x, s10 + b * x, s20 + c * x
+            x = np.float32(v1[t])
+            s01, s11, s21 = s01 + a * x, s11 + b * x, s21 + c * x
+            x = np.float32(v2[t])
+            s02, s12, s22 = s02 + a * x, s12 + b * x, s22 + c * x
+            x = np.float32(v3[t])
+            s03, s13, s23 = s03 + a * x, s13 + b * x, s23 + c * x
         out_a[d:d + 4] = s00, s01, s02, s03
         out_b[d:d + 4] = s10, s11, s12, s13
         out_c[d:d + 4] = s20, s21, s22, s23
