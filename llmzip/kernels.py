@@ -20,10 +20,10 @@ any FMA give the same number. Which kernel runs is a matter of speed:
   against the tiles' 31; the whole step at 2,000 cached positions 74 ms against 84), where
   neither of the decoder's byte-instruction kernels serves: AMX tiles (`amx`) and VNNI
   (`vnni`), which the decoder prefers (`network._StepProducts`).
-- `attend_cached`: the decoder's attention over an int8 KV cache, keys and values both
-  stored channel-major (D, T), so both products run along the positions, vectorized, and
-  the query heads sharing a KV head widen each key and value once; eight key rows and four
-  value rows a pass keep enough of memory's streams busy (the cache is read once a step).
+- `attend_cached`: the decoder's attention over an int8 KV cache: the scores by int16 pair
+  products over keys stored in blocks of positions (`scores`), the weights x values along
+  the positions of values stored channel-major (D, T), vectorized, the query heads sharing
+  a KV head widening each value once, four value rows a pass.
   `attend_segment`: the encoder's, on the CPU, by the same per-position kernel.
 `bench/steps.py` shows what each costs in a decoder step.
 """
@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, prange
 
 from .arithmetic import ACT_MAX, fold_weights, over_rows, top_of
+from .scores import KEY_BLOCK, check_layout, score_blocks, store_key
 
 __all__ = ["TILE_ROWS", "INT8_ROWS", "products_blas", "products_tiles", "products_dots_scaled",
            "products_int8",
@@ -266,44 +267,6 @@ def int8_matmul_is_exact() -> bool:
 
 
 @njit(fastmath=EXACT_SUMS, cache=True)
-def _scores_pair(qa, qb, keys_t, sa, sb):
-    """sa[t] = qa . keys_t[:, t] and sb likewise, two queries sharing each key's widening,
-    eight channels a pass (keys channel-major: the loop runs along the keys, no horizontal
-    sums; eight rows read at once keep more of memory's streams busy: at 11 rows and 2,000
-    positions, a step's attention took 31 ms with four, 28 with eight, ad hoc)."""
-    sa[:] = 0
-    sb[:] = 0
-    for d in range(0, keys_t.shape[0], 8):  # head_dim % 8 == 0 (`network.quantize_checkpoint`)
-        a0, a1, a2, a3, a4, a5, a6, a7 = qa[d:d + 8]
-        b0, b1, b2, b3, b4, b5, b6, b7 = qb[d:d + 8]
-        k0, k1, k2, k3, k4, k5, k6, k7 = keys_t[d:d + 8]
-        for t in range(sa.shape[0]):
-            x0, x1, x2, x3 = np.float32(k0[t]), np.float32(k1[t]), np.float32(k2[t]), np.float32(k3[t])
-            x4, x5, x6, x7 = np.float32(k4[t]), np.float32(k5[t]), np.float32(k6[t]), np.float32(k7[t])
-            sa[t] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4 + a5 * x5 + a6 * x6 + a7 * x7
-            sb[t] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4 + b5 * x5 + b6 * x6 + b7 * x7
-
-
-@njit(fastmath=EXACT_SUMS, cache=True)
-def _scores_triple(qa, qb, qc, keys_t, sa, sb, sc):
-    """`_scores_pair` for three queries (a KV head shared by 3 query heads, as in SmolLM2)."""
-    sa[:] = 0
-    sb[:] = 0
-    sc[:] = 0
-    for d in range(0, keys_t.shape[0], 8):
-        a0, a1, a2, a3, a4, a5, a6, a7 = qa[d:d + 8]
-        b0, b1, b2, b3, b4, b5, b6, b7 = qb[d:d + 8]
-        c0, c1, c2, c3, c4, c5, c6, c7 = qc[d:d + 8]
-        k0, k1, k2, k3, k4, k5, k6, k7 = keys_t[d:d + 8]
-        for t in range(sa.shape[0]):
-            x0, x1, x2, x3 = np.float32(k0[t]), np.float32(k1[t]), np.float32(k2[t]), np.float32(k3[t])
-            x4, x5, x6, x7 = np.float32(k4[t]), np.float32(k5[t]), np.float32(k6[t]), np.float32(k7[t])
-            sa[t] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4 + a5 * x5 + a6 * x6 + a7 * x7
-            sb[t] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4 + b5 * x5 + b6 * x6 + b7 * x7
-            sc[t] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3 + c4 * x4 + c5 * x5 + c6 * x6 + c7 * x7
-
-
-@njit(fastmath=EXACT_SUMS, cache=True)
 def _weigh_pair(fa, fb, values_t, out_a, out_b):
     """out_a[d] = fa . values_t[d] and out_b likewise: two queries' weights x values,
     four channels a pass (eight sums in registers, four rows of values read at once)."""
@@ -346,45 +309,45 @@ def _weigh_triple(fa, fb, fc, values_t, out_a, out_b, out_c):
 
 @over_rows
 @njit(parallel=True, cache=True)
-def store_kv(keys, k_factor, values, v_scale, pos, keys_t, k_factors, values_t, v_scales):
-    """A decoder step's keys and values (R, H, D) with their factors (R, H) into column pos
-    of the cache `attend_cached` reads (R rows first). Channel-major, each byte lands on its
-    own cache line, cold by then: ~2 ms of an 11-row step, where numpy's strided
+def store_kv(keys, k_factor, values, v_scale, pos, key_blocks, k_factors, values_t, v_scales):
+    """A decoder step's keys and values (R, H, D) with their factors (R, H) into position
+    pos of the cache `attend_cached` reads (R rows first): keys into their blocks
+    (`scores.store_key`), values into column pos. Channel-major, each value byte lands on
+    its own cache line, cold by then: ~2 ms of an 11-row step, where numpy's strided
     assignments and the Python around them took ~4."""
     rows, heads, dim = keys.shape
     for i in prange(rows * heads):
         r, h = i // heads, i % heads
+        store_key(keys[r, h], pos, key_blocks[r, h])
         for d in range(dim):
-            keys_t[r, h, d, pos] = keys[r, h, d]
             values_t[r, h, d, pos] = values[r, h, d]
         k_factors[r, h, pos] = k_factor[r, h]
         v_scales[r, h, pos] = v_scale[r, h]
 
 
 @njit(inline="always")
-def _attend_one(qs, q_scale, key_cols, value_cols, factors, v_scales, table, scratch, out):
-    """Attention of one position's G query heads (qs (G, D), q_scale (G,)) over the keys
-    and values of one KV head (key_cols, value_cols (D, n) int8, channel-major; factors,
+def _attend_one(pairs, q_scale, key_blocks, lo, hi, value_cols, factors, v_scales, table,
+                scratch, out, groups_like):
+    """Attention of one position's G query heads (pairs (G, D / 2), `scores.query_pairs`;
+    q_scale (G,)) over the keys lo..hi (inclusive) of one KV head (key_blocks (NB, D / 2,
+    16), `scores`) and their values (value_cols (D, n) int8, channel-major; factors,
     v_scales (n,)) into out (G, D). The per-query rules are the encoder's and the
     decoder's alike (`arithmetic.fold_weights`), in float64 outside the exact sums. The
-    queries go in threes where G allows, else in pairs (the last one paired with itself
-    when G is odd): each key and value is widened once per group. scratch: `_scratch`."""
+    scores come whole blocks at a time (`scores.score_blocks`); the weights x values go
+    in threes where G allows, else in pairs (the last one paired with itself when G is
+    odd), each value widened once per group. scratch: `_scratch`."""
     scores, folded, acc, logits, weights, scales = scratch
-    n_groups, dim = qs.shape
-    n = key_cols.shape[1]
+    n_groups, dim = out.shape
+    n = hi - lo + 1
+    first = lo // KEY_BLOCK
+    score_blocks(pairs, key_blocks, first, hi // KEY_BLOCK + 1, scores, groups_like)
+    skip = lo - first * KEY_BLOCK
     triples = n_groups % 3 == 0
     top_vs = top_of(v_scales)
-    for g in range(0, n_groups, 3 if triples else 2):
-        if triples:
-            _scores_triple(qs[g], qs[g + 1], qs[g + 2], key_cols, scores[g, :n],
-                           scores[g + 1, :n], scores[g + 2, :n])
-        else:
-            _scores_pair(qs[g], qs[min(g + 1, n_groups - 1)], key_cols, scores[g, :n],
-                         scores[g + 1, :n])
     for g in range(n_groups):
         factor = q_scale[g]
         for t in range(n):
-            logits[t] = np.float64(scores[g, t]) * (factor * factors[t])
+            logits[t] = np.float64(scores[g, skip + t]) * (factor * factors[t])
         scales[g] = fold_weights(logits[:n], v_scales, top_vs, table, weights[:n])
         folded[g, :n] = weights[:n]  # integers below 2^17: exact in float32
     if not triples and n_groups % 2:  # the last query's pair is itself
@@ -402,32 +365,37 @@ def _attend_one(qs, q_scale, key_cols, value_cols, factors, v_scales, table, scr
 
 @njit(inline="always")
 def _scratch(n_groups, dim, n):
-    """`_attend_one`'s working arrays for spans of up to n keys: scores, folded weights and
-    sums (one row more, for a query paired with itself), logits, weights, output scales."""
-    return (np.empty((n_groups + 1, n), np.float32), np.empty((n_groups + 1, n), np.float32),
-            np.empty((n_groups + 1, dim), np.float32), np.empty(n), np.empty(n),
-            np.empty(n_groups))
+    """`_attend_one`'s working arrays for spans of up to n keys: scores (whole blocks),
+    folded weights and sums (one row more, for a query paired with itself), logits,
+    weights, output scales."""
+    return (np.empty((n_groups, n + 2 * KEY_BLOCK), np.int32),
+            np.empty((n_groups + 1, n), np.float32), np.empty((n_groups + 1, dim), np.float32),
+            np.empty(n), np.empty(n), np.empty(n_groups))
 
 
 @njit(parallel=True, cache=True)
-def attend_cached(q, q_scale, keys_t, k_factor, values_t, v_scale, lo, hi, table, out):
+def attend_cached(pairs, q_scale, key_blocks, k_factor, values_t, v_scale, lo, hi, table, out,
+                  groups_like):
     """The decoder's attention: each row's G query heads over its cached keys lo..hi
     (inclusive), by `_attend_one`.
 
-    q (B, H, G, D) float32 integers with q_scale (B, H, G); keys_t and values_t (B, H, D, T)
-    int8, channel-major, with k_factor (each key's scale times the logit factor) and v_scale
-    (B, H, T); out (B, H, G, D)."""
-    n_rows, n_heads, n_groups, dim = q.shape
+    pairs (B, H, G, D / 2) int32 (`scores.query_pairs`) with q_scale (B, H, G); key_blocks
+    (B, H, NB, D / 2, 16) int8 (`scores`); values_t (B, H, D, T) int8, channel-major;
+    k_factor (each key's scale times the logit factor) and v_scale (B, H, T); out (B, H,
+    G, D); groups_like: G zeros (`scores.score_blocks`)."""
+    n_rows, n_heads, n_groups, dim = out.shape
+    check_layout(pairs, key_blocks, hi + 1, groups_like)
     for i in prange(n_rows * n_heads):
         b, h = i // n_heads, i % n_heads
-        _attend_one(q[b, h], q_scale[b, h], keys_t[b, h, :, lo:hi + 1],
+        _attend_one(pairs[b, h], q_scale[b, h], key_blocks[b, h], lo, hi,
                     values_t[b, h, :, lo:hi + 1], k_factor[b, h, lo:hi + 1],
                     v_scale[b, h, lo:hi + 1], table, _scratch(n_groups, dim, hi - lo + 1),
-                    out[b, h])
+                    out[b, h], groups_like)
 
 
 @njit(parallel=True, cache=True)
-def attend_segment(q, q_scale, keys_t, k_factor, values_t, v_scale, window, table, out):
+def attend_segment(pairs, q_scale, key_blocks, k_factor, values_t, v_scale, window, table, out,
+                   groups_like):
     """The encoder's attention on the CPU: every position of a segment over its causal
     (windowed) span of the segment's own keys, by the decoder's `_attend_one`, so the
     scores, weights and sums stay in the cache. (Float32 BLAS on blocks of 256 queries,
@@ -435,12 +403,13 @@ def attend_segment(q, q_scale, keys_t, k_factor, values_t, v_scale, window, tabl
     AMD EPYC, alone, one layer, six interleaved runs: 4,096 positions 427-536 ms against
     357-475, 1,024 positions 46-60 against 34-52.)
 
-    q (T, H, G, D) float32 integers with q_scale (T, H, G); keys_t and values_t (H, D, T)
-    int8 with k_factor and v_scale (H, T); out (T, H, G, D). Positions go in pairs, p and
-    T - 1 - p, so that each thread gets as many keys to read as the other; a head's pairs
-    in SEGMENT_CHUNKS runs, each with one scratch (one per pair: 3-7% slower, ad hoc, one
-    layer at 1,024 and 3,500 positions)."""
-    t_len, n_heads, n_groups, dim = q.shape
+    pairs (T, H, G, D / 2) int32 with q_scale (T, H, G); key_blocks (H, NB, D / 2, 16) and
+    values_t (H, D, T) int8 with k_factor and v_scale (H, T); out (T, H, G, D). Positions
+    go in pairs, p and T - 1 - p, so that each thread gets as many keys to read as the
+    other; a head's pairs in SEGMENT_CHUNKS runs, each with one scratch (one per pair:
+    3-7% slower, ad hoc, one layer at 1,024 and 3,500 positions)."""
+    t_len, n_heads, n_groups, dim = out.shape
+    check_layout(pairs, key_blocks, t_len, groups_like)
     half = (t_len + 1) // 2
     chunks = min(half, SEGMENT_CHUNKS)
     for i in prange(n_heads * chunks):
@@ -449,8 +418,8 @@ def attend_segment(q, q_scale, keys_t, k_factor, values_t, v_scale, window, tabl
         for first in range(c * half // chunks, (c + 1) * half // chunks):
             for p in (first, t_len - 1 - first):
                 lo = max(0, p - window + 1) if window > 0 else 0
-                _attend_one(q[p, h], q_scale[p, h], keys_t[h, :, lo:p + 1],
+                _attend_one(pairs[p, h], q_scale[p, h], key_blocks[h], lo, p,
                             values_t[h, :, lo:p + 1], k_factor[h, lo:p + 1],
-                            v_scale[h, lo:p + 1], table, scratch, out[p, h])
+                            v_scale[h, lo:p + 1], table, scratch, out[p, h], groups_like)
                 if p == t_len - 1 - p:  # the middle position of an odd length: once
                     break

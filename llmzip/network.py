@@ -25,6 +25,7 @@ from . import amx, avx2, vnni
 from .kernels import (INT8_ROWS, TILE_ROWS, attend_cached, attend_segment, int8_matmul_serves,
                       int8_weights, products_blas, products_dots_scaled, products_int8,
                       products_tiles, store_kv, transposed_float32)
+from .scores import KEY_BLOCK, block_count, key_blocks, query_pairs
 from .tables import grown, persisted, rope_table
 
 __all__ = ["ARCHITECTURES", "ExactNetwork", "Stepper", "quantize_checkpoint", "supports"]
@@ -356,13 +357,14 @@ class ExactNetwork:
         position with the decoder's kernel (`kernels.attend_segment`)."""
         qq, qs, kq, ks, vq, vs = self.quantize_qkv(q, k, v)
         t_len, nkv, g, d = q.shape[0], self.n_kv, self.groups, self.head_dim
-        keys_t, values_t = (np.empty((nkv, d, _row_bytes(t_len)), np.int8)[..., :t_len]
-                            for _ in range(2))  # (H, D, T) as cached, and as far apart
-        keys_t[:], values_t[:] = kq.transpose(1, 2, 0), vq.transpose(1, 2, 0)
+        values_t = np.empty((nkv, d, _row_bytes(t_len)), np.int8)[..., :t_len]  # as cached
+        values_t[:] = vq.transpose(1, 2, 0)
         out = np.empty((t_len, nkv, g, d))
-        attend_segment(qq.reshape(t_len, nkv, g, d), qs.reshape(t_len, nkv, g), keys_t,
+        attend_segment(query_pairs(qq).reshape(t_len, nkv, g, d // 2),
+                       qs.reshape(t_len, nkv, g), key_blocks(kq.transpose(1, 0, 2)),
                        np.ascontiguousarray((ks * self.q_factor).T), values_t,
-                       np.ascontiguousarray(vs.T), layer.window or 0, ar.ATTENTION_EXP, out)
+                       np.ascontiguousarray(vs.T), layer.window or 0, ar.ATTENTION_EXP, out,
+                       (0,) * g)
         return out.reshape(t_len, self.n_heads * d)
 
     def _attend_blocks(self, layer: Layer, q, k, v, products) -> np.ndarray:
@@ -468,12 +470,13 @@ class _StepProducts(_Tiles):
 
 
 def _row_bytes(positions: int) -> int:
-    """Bytes between two channels of a cached key or value: the positions rounded up to an
-    odd number of 64-byte lines. Attention reads eight channels at once at the same
-    positions; 4,097 bytes apart (4,096 positions and the context start) they fell in the
-    same cache sets, from which the cache could hold only a few (numpy backs large arrays
-    with 2 MB pages, so physical addresses kept the stride). Ad hoc, AMD EPYC, 2 threads,
-    alone, fastest of 40 interleaved steps: 11 rows at 2,500 positions 80.1 -> 60.4 ms, at
+    """Bytes between two channels of a cached value: the positions rounded up to an odd
+    number of 64-byte lines. Attention reads four channels at once at the same positions
+    (it read eight keys' channels so, before `scores`' blocks); 4,097 bytes apart (4,096
+    positions and the context start) they fell in the same cache sets, from which the
+    cache could hold only a few (numpy backs large arrays with 2 MB pages, so physical
+    addresses kept the stride). Ad hoc, AMD EPYC, 2 threads, alone, fastest of 40
+    interleaved steps, keys and values so: 11 rows at 2,500 positions 80.1 -> 60.4 ms, at
     1,000 55.6 -> 49.1, 2 rows at 2,000 18.9 -> 15.3; 1 row even."""
     return 64 * (-(-positions // 64) | 1)
 
@@ -487,17 +490,20 @@ class Stepper:
             raise ValueError(f"segment of {max_len} tokens exceeds the exact bound of {ar.MAX_KEYS}")
         self.net, self.pos = net, 0
         self.products = device or _StepProducts(n_rows, max_len, net.step_forms)
-        shape = (len(net.layers), n_rows, net.n_kv, net.head_dim, _row_bytes(max_len + 1))
-        self.keys_t, self.values_t = (np.zeros(shape, np.int8)[..., :max_len + 1]  # (.., D, T)
-                                      for _ in range(2))
+        heads = (len(net.layers), n_rows, net.n_kv)
+        self.key_blocks = np.zeros((*heads, block_count(max_len + 1), net.head_dim // 2,
+                                    2 * KEY_BLOCK), np.int8)
+        self.values_t = np.zeros((*heads, net.head_dim, _row_bytes(max_len + 1)),
+                                 np.int8)[..., :max_len + 1]  # (.., D, T)
         scales = (len(net.layers), n_rows, net.n_kv, max_len + 1)
         self.k_factor, self.v_scale = np.zeros(scales), np.zeros(scales)
 
     @staticmethod
     def cache_bytes(net: ExactNetwork, n_rows: int, max_len: int) -> int:
         """Memory of a stepper's KV cache: int8 vectors with a float64 scale each."""
-        return 2 * len(net.layers) * n_rows * net.n_kv * (
-            _row_bytes(max_len + 1) * net.head_dim + (max_len + 1) * 8)
+        keys, values = block_count(max_len + 1) * KEY_BLOCK, _row_bytes(max_len + 1)
+        return len(net.layers) * n_rows * net.n_kv * (
+            (keys + values) * net.head_dim + 2 * (max_len + 1) * 8)
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
         """Feed one token to each of the first len(input_ids) rows; return their next-token
@@ -515,12 +521,13 @@ class Stepper:
     def _attend(self, index: int, layer: Layer, q, k, v) -> np.ndarray:
         net, pos, rows = self.net, self.pos, q.shape[0]
         qq, qs, kq, ks, vq, vs = net.quantize_qkv(q, k, v)
-        store_kv(kq, ks * net.q_factor, vq, vs, pos, self.keys_t[index], self.k_factor[index],
-                 self.values_t[index], self.v_scale[index])
+        store_kv(kq, ks * net.q_factor, vq, vs, pos, self.key_blocks[index],
+                 self.k_factor[index], self.values_t[index], self.v_scale[index])
         lo = max(0, pos - layer.window + 1) if layer.window else 0
         shape = (rows, net.n_kv, net.groups, net.head_dim)
         out = np.empty(shape)
-        attend_cached(qq.reshape(shape), qs.reshape(shape[:3]), self.keys_t[index, :rows],
-                      self.k_factor[index, :rows], self.values_t[index, :rows],
-                      self.v_scale[index, :rows], lo, pos, ar.ATTENTION_EXP, out)
+        attend_cached(query_pairs(qq).reshape(*shape[:3], -1), qs.reshape(shape[:3]),
+                      self.key_blocks[index, :rows], self.k_factor[index, :rows],
+                      self.values_t[index, :rows], self.v_scale[index, :rows], lo, pos,
+                      ar.ATTENTION_EXP, out, (0,) * net.groups)
         return out.reshape(rows, net.n_heads * net.head_dim)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from llmzip import arithmetic as ar
-from llmzip import amx, avx2, kernels, network, vnni
+from llmzip import amx, avx2, kernels, network, scores, vnni
 from llmzip.engine import open_engine
 from llmzip.lockstep import ThreadTuner
 from llmzip.network import NO_GAIN, Stepper, _quantize
@@ -403,21 +403,24 @@ def test_amx_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
 def test_cached_attention_equals_exact_integer_attention(groups):
     """The decoder's attention kernel against the rules written out with int64 sums, for
     query heads per KV head in pairs (1, 2, 4) and in threes (3), over a windowed span
-    with extreme keys and values and some zero value scales."""
+    that starts and ends inside blocks of keys, with extreme queries, keys and values and
+    some zero value scales."""
     rows, heads, dim, cached, lo, hi = 2, 2, 8, 40, 5, 30
     q = RNG.integers(-4000, 4001, (rows, heads, groups, dim)).astype(np.float32)
+    q[0, 0, 0, :2], q[-1, -1, -1, 1:3] = 32767, -32767  # int16's ends, beside 127 and -127
     q_scale = RNG.random((rows, heads, groups)) * 1e-3
     keys_t = RNG.choice([-127, -1, 0, 3, 127], (rows, heads, dim, cached)).astype(np.int8)
     values_t = RNG.integers(-127, 128, (rows, heads, dim, cached)).astype(np.int8)
     k_factor = RNG.random((rows, heads, cached)) * 100
     v_scale = RNG.random((rows, heads, cached)) * (RNG.random((rows, heads, cached)) > 0.2)
     out = np.empty(q.shape)
-    kernels.attend_cached(q, q_scale, keys_t, k_factor, values_t, v_scale, lo, hi,
-                          ar.ATTENTION_EXP, out)
+    kernels.attend_cached(scores.query_pairs(q), q_scale,
+                          scores.key_blocks(keys_t.swapaxes(-1, -2)), k_factor, values_t,
+                          v_scale, lo, hi, ar.ATTENTION_EXP, out, (0,) * groups)
     span = slice(lo, hi + 1)
     for b, h, g in np.ndindex(rows, heads, groups):
-        scores = q[b, h, g].astype(np.int64) @ keys_t[b, h, :, span].astype(np.int64)
-        logits = scores.astype(np.float64) * (q_scale[b, h, g] * k_factor[b, h, span])
+        dots = q[b, h, g].astype(np.int64) @ keys_t[b, h, :, span].astype(np.int64)
+        logits = dots.astype(np.float64) * (q_scale[b, h, g] * k_factor[b, h, span])
         folded = np.empty(hi + 1 - lo)
         scale = ar.fold_weights(logits, v_scale[b, h, span], v_scale[b, h, span].max(),
                                 ar.ATTENTION_EXP, folded)
@@ -576,7 +579,10 @@ def test_numba_rules_are_single_ieee_operations_never_fused():
 def test_stepper_cache_is_int8_with_one_scale_per_vector(tiny_llama):
     engine, _ = open_engine(tiny_llama, None)
     stepper = engine.stepper(3, 50)
-    assert isinstance(stepper, Stepper) and stepper.keys_t.dtype == stepper.values_t.dtype == np.int8
-    assert engine.cache_bytes(3, 50) == stepper.keys_t.base.nbytes * 2 + stepper.v_scale.nbytes * 2
-    lines, left = divmod(stepper.keys_t.strides[-2], 64)  # channels an odd number of lines
-    assert left == 0 and lines % 2 == 1 and stepper.keys_t.shape[-1] == 51  # apart
+    assert isinstance(stepper, Stepper)
+    assert stepper.key_blocks.dtype == stepper.values_t.dtype == np.int8
+    assert engine.cache_bytes(3, 50) == (stepper.key_blocks.nbytes + stepper.values_t.base.nbytes
+                                         + stepper.k_factor.nbytes + stepper.v_scale.nbytes)
+    assert stepper.key_blocks.shape[-3:] == (7, stepper.net.head_dim // 2, 16)  # 51 in 8s
+    lines, left = divmod(stepper.values_t.strides[-2], 64)  # channels an odd number of lines
+    assert left == 0 and lines % 2 == 1 and stepper.values_t.shape[-1] == 51  # apart
