@@ -471,13 +471,13 @@ class _StepProducts(_Tiles):
 
 def _row_bytes(positions: int) -> int:
     """Bytes between two channels of a cached value: the positions rounded up to an odd
-    number of 64-byte lines. Attention reads four channels at once at the same positions
-    (it read eight keys' channels so, before `scores`' blocks); 4,097 bytes apart (4,096
-    positions and the context start) they fell in the same cache sets, from which the
-    cache could hold only a few (numpy backs large arrays with 2 MB pages, so physical
-    addresses kept the stride). Ad hoc, AMD EPYC, 2 threads, alone, fastest of 40
-    interleaved steps, keys and values so: 11 rows at 2,500 positions 80.1 -> 60.4 ms, at
-    1,000 55.6 -> 49.1, 2 rows at 2,000 18.9 -> 15.3; 1 row even."""
+    number of 64-byte lines. Attention reads four channels at once at the same positions;
+    4,097 bytes apart (4,096 positions and the context start) they fell in the same cache
+    sets, from which the cache could hold only a few (numpy backs large arrays with 2 MB
+    pages, so physical addresses kept the stride). Measured when the keys were stored so
+    too, before `scores`' blocks (ad hoc, AMD EPYC, 2 threads, alone, fastest of 40
+    interleaved steps): 11 rows at 2,500 positions 80.1 -> 60.4 ms, at 1,000 55.6 -> 49.1,
+    2 rows at 2,000 18.9 -> 15.3; 1 row even."""
     return 64 * (-(-positions // 64) | 1)
 
 
