@@ -25,6 +25,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .vnni import row_pointer
+
 __all__ = ["KEY_BLOCK", "block_count", "check_layout", "key_blocks", "query_pairs", "store_key",
            "score_blocks"]
 
@@ -73,12 +75,13 @@ def _pair_products(builder, a, b):
 
 
 @intrinsic
-def _score_blocks(typingctx, pairs, blocks, first, last, out, groups_like):
+def score_blocks(typingctx, pairs, blocks, first, last, out, groups_like):
     """out[g, 8 (b - first) + j] = query g's score against position 8b + j, for the blocks
     b in first..last - 1: int32 sums of pairs (G, D / 2) int32 against blocks (NB, D / 2,
     16) int8. groups_like: a tuple of G zeros, its type carrying G to the code generator.
     Each block's sixteen bytes of a channel pair are sign-extended once for the G queries;
-    the G sums stay in registers for the block."""
+    the G sums stay in registers for the block. The layout must have passed
+    `check_layout`; out (G, >= 8 (last - first))."""
     groups = groups_like.count
     sig = types.void(pairs, blocks, first, last, out, groups_like)
 
@@ -89,8 +92,8 @@ def _score_blocks(typingctx, pairs, blocks, first, last, out, groups_like):
         q_at, k_at, o_at = (builder.ptrtoint(a.data, i64) for a in (q, k, o))
         q_stride, k_stride, o_stride = (builder.extract_value(a.strides, 0) for a in (q, k, o))
         n_pairs = builder.extract_value(k.shape, 1)
-        q_rows = [builder.inttoptr(builder.add(q_at, builder.mul(q_stride, ir.Constant(i64, g))),
-                                   i32.as_pointer()) for g in range(groups)]
+        q_rows = [row_pointer(builder, q_at, q_stride, g, i32) for g in range(groups)]
+        o_rows = [row_pointer(builder, o_at, o_stride, g, _I32X8) for g in range(groups)]
         sums = [cgutils.alloca_once(builder, _I32X8) for _ in range(groups)]
         with cgutils.for_range(builder, builder.sub(args[3], args[2])) as block:
             b = builder.add(block.index, args[2])
@@ -108,25 +111,16 @@ def _score_blocks(typingctx, pairs, blocks, first, last, out, groups_like):
                     spread = builder.shuffle_vector(spread, spread, ir.Constant(_I32X8, None))
                     product = _pair_products(builder, key, builder.bitcast(spread, _I16X16))
                     builder.store(builder.add(builder.load(s), product), s)
-            column = builder.mul(block.index, ir.Constant(i64, KEY_BLOCK * 4))
-            for g, s in enumerate(sums):
-                at = builder.add(builder.add(o_at, builder.mul(o_stride, ir.Constant(i64, g))),
-                                 column)
-                builder.store(builder.load(s), builder.inttoptr(at, _I32X8.as_pointer()), align=4)
+            for row, s in zip(o_rows, sums):  # a block's eight sums: one <8 x i32> along out
+                builder.store(builder.load(s), builder.gep(row, [block.index]), align=4)
 
     return sig, codegen
 
 
 @njit(inline="always")
-def score_blocks(pairs, blocks, first, last, out, groups_like):
-    """`_score_blocks`, on a layout `check_layout` has passed; out (G, >= 8 (last - first))."""
-    _score_blocks(pairs, blocks, first, last, out, groups_like)
-
-
-@njit(inline="always")
 def check_layout(pairs, blocks, positions, groups_like):
     """Before a kernel's parallel loop (an assert inside one keeps it serial): pairs
-    (..., G, D / 2) and blocks (..., NB, D / 2, 16) as `_score_blocks` reads them, for
+    (..., G, D / 2) and blocks (..., NB, D / 2, 16) as `score_blocks` reads them, for
     `positions` keys."""
     assert pairs.shape[-2] == len(groups_like) and pairs.shape[-1] == blocks.shape[-2]
     assert pairs.strides[-1] == 4 and blocks.strides[-1] == 1
