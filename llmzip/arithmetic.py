@@ -173,14 +173,19 @@ def add_post_norm(h, y, gain, eps):
 @njit(parallel=True, cache=True)
 def head_norm(x, gain, eps):
     """Gemma 3's QK-norm in place: each (row, head) vector RMS-normalized, times gain."""
-    rows, heads, dim = x.shape
+    rows, heads, _ = x.shape
     for i in prange(rows * heads):
-        v = x[i // heads, i % heads]
-        q = np.empty(dim)
-        scale = _quantize_row(v, math.inf, q)
-        inv = _inv_rms(q, scale, eps)
-        for d in range(dim):
-            v[d] = (q[d] * inv) * gain[d]
+        norm_head(x[i // heads, i % heads], gain, eps)
+
+
+@njit(inline="always")
+def norm_head(v, gain, eps):
+    """One head's vector (D,) of `head_norm`, in place."""
+    q = np.empty(v.shape[0])
+    scale = _quantize_row(v, math.inf, q)
+    inv = _inv_rms(q, scale, eps)
+    for d in range(v.shape[0]):
+        v[d] = (q[d] * inv) * gain[d]
 
 
 @over_rows
@@ -189,15 +194,20 @@ def rotate(x, positions, cos, sin):
     """RoPE in place in the rotate-half layout: x * cos + rotate_half(x) * sin.
 
     x (R, heads, D); positions (R,)."""
-    rows, heads, dim = x.shape
-    half = dim // 2
+    rows, heads, _ = x.shape
     for i in prange(rows * heads):
         p = positions[i // heads]
-        v = x[i // heads, i % heads]
-        old = v.copy()
-        for d in range(dim):
-            other = -old[d + half] if d < half else old[d - half]
-            v[d] = old[d] * cos[p, d] + other * sin[p, d]
+        rotate_head(x[i // heads, i % heads], cos[p], sin[p])
+
+
+@njit(inline="always")
+def rotate_head(v, cos_p, sin_p):
+    """One head's vector (D,) of `rotate`, in place, with the tables' rows at its position."""
+    half = v.shape[0] // 2
+    old = v.copy()
+    for d in range(v.shape[0]):
+        other = -old[d + half] if d < half else old[d - half]
+        v[d] = old[d] * cos_p[d] + other * sin_p[d]
 
 
 @njit(inline="always")
@@ -236,17 +246,22 @@ def activation(gate_up: np.ndarray, gelu: bool) -> np.ndarray:
 def quantize_kv(x, q, scale):
     """Keys or values (R, H, D) as int8 q with a scale per (row, head) (R, H): each vector
     on its own scale, a zero vector as zeros with scale 0."""
-    rows, heads, dim = x.shape
+    rows, heads, _ = x.shape
     for i in prange(rows * heads):
         r, h = i // heads, i % heads
-        v = x[r, h]
-        amax = 0.0
-        for d in range(dim):
-            amax = max(amax, abs(v[d]))
-        s = amax / KV_MAX
-        scale[r, h] = s
-        for d in range(dim):
-            q[r, h, d] = np.round(v[d] / s) if s > 0 else 0
+        scale[r, h] = quantize_kv_head(x[r, h], q[r, h])
+
+
+@njit(inline="always")
+def quantize_kv_head(v, q):
+    """One vector (D,) of `quantize_kv` into q (D,); returns its scale."""
+    amax = 0.0
+    for d in range(v.shape[0]):
+        amax = max(amax, abs(v[d]))
+    s = amax / KV_MAX
+    for d in range(v.shape[0]):
+        q[d] = np.round(v[d] / s) if s > 0 else 0
+    return s
 
 
 @over_rows
@@ -256,8 +271,14 @@ def quantize_queries(x, q, scale):
     so that q . k with int8 keys stays below 2^24."""
     rows, heads, _ = x.shape
     for i in prange(rows * heads):
-        scale[i // heads, i % heads] = _quantize_row(x[i // heads, i % heads], L1_CAP,
-                                                     q[i // heads, i % heads])
+        scale[i // heads, i % heads] = quantize_query(x[i // heads, i % heads],
+                                                      q[i // heads, i % heads])
+
+
+@njit(inline="always")
+def quantize_query(v, q):
+    """One query (D,) of `quantize_queries` into q (D,); returns its scale."""
+    return _quantize_row(v, L1_CAP, q)
 
 
 # --- attention weights -------------------------------------------------------------------

@@ -37,12 +37,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .arithmetic import ACT_MAX, fold_weights, over_rows, top_of
+from .arithmetic import (ACT_MAX, fold_weights, norm_head, over_rows, quantize_kv_head,
+                         quantize_query, rotate_head, top_of)
 from .scores import KEY_BLOCK, check_layout, score_blocks, store_key
 
 __all__ = ["TILE_ROWS", "INT8_ROWS", "products_blas", "products_tiles", "products_dots_scaled",
            "products_int8",
-           "int8_weights", "int8_matmul_is_exact", "int8_matmul_serves", "store_kv",
+           "int8_weights", "int8_matmul_is_exact", "int8_matmul_serves", "store_step_heads",
            "attend_cached", "attend_segment"]
 
 EXACT_SUMS = {"reassoc", "contract"}  # integer-valued float32: any order is exact
@@ -309,20 +310,40 @@ def _weigh_triple(fa, fb, fc, values_t, out_a, out_b, out_c):
 
 @over_rows
 @njit(parallel=True, cache=True)
-def store_kv(keys, k_factor, values, v_scale, pos, key_blocks, k_factors, values_t, v_scales):
-    """A decoder step's keys and values (R, H, D) with their factors (R, H) into position
-    pos of the cache `attend_cached` reads (R rows first): keys into their blocks
-    (`scores.store_key`), values into column pos. Channel-major, each value byte lands on
-    its own cache line, cold by then: ~2 ms of an 11-row step, where numpy's strided
-    assignments and the Python around them took ~4."""
-    rows, heads, dim = keys.shape
+def store_step_heads(qkv, pos, cos, sin, q_gain, k_gain, eps, q_factor, queries, q_scale,
+                     key_blocks, k_factors, values_t, v_scales):
+    """A decoder step's attention inputs, at position pos, from each row's qkv (R, (Hq +
+    2 H) D) float64: the queries QK-normed (where a gain is given), rotated and quantized
+    into queries (R, Hq, D) int16 with q_scale (R, Hq); the keys likewise and the values
+    quantized, into the cache that `attend_cached` reads (R rows first): keys into their
+    blocks (`scores.store_key`) with factors (scale times q_factor), values into column
+    pos (channel-major) with their scales. The encoder's rules (`arithmetic`: norm_head,
+    rotate_head, quantize_query, quantize_kv_head) vector by vector, in one call where
+    the encoder makes ten (split, norm, rotate, quantize, convert, store); each value
+    byte lands on its own cache line, cold by then."""
+    rows, n_q, dim = queries.shape
+    n_kv = key_blocks.shape[1]
+    heads = n_q + n_kv
     for i in prange(rows * heads):
         r, h = i // heads, i % heads
-        store_key(keys[r, h], pos, key_blocks[r, h])
-        for d in range(dim):
-            values_t[r, h, d, pos] = values[r, h, d]
-        k_factors[r, h, pos] = k_factor[r, h]
-        v_scales[r, h, pos] = v_scale[r, h]
+        v = qkv[r, h * dim:(h + 1) * dim].copy()
+        if h < n_q:
+            if q_gain.size:
+                norm_head(v, q_gain, eps)
+            rotate_head(v, cos[pos], sin[pos])
+            q_scale[r, h] = quantize_query(v, queries[r, h])
+        else:
+            kv = h - n_q
+            if k_gain.size:
+                norm_head(v, k_gain, eps)
+            rotate_head(v, cos[pos], sin[pos])
+            vq = np.empty(dim, np.int8)
+            k_factors[r, kv, pos] = quantize_kv_head(v, vq) * q_factor
+            store_key(vq, pos, key_blocks[r, kv])
+            value = qkv[r, (heads + kv) * dim:(heads + kv + 1) * dim]
+            v_scales[r, kv, pos] = quantize_kv_head(value, vq)
+            for d in range(dim):
+                values_t[r, kv, d, pos] = vq[d]
 
 
 @njit(inline="always")

@@ -14,6 +14,7 @@ differs between the two families; anything else is refused, and keeps the float 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from . import arithmetic as ar
 from . import amx, avx2, vnni
 from .kernels import (INT8_ROWS, TILE_ROWS, attend_cached, attend_segment, int8_matmul_serves,
                       int8_weights, products_blas, products_dots_scaled, products_int8,
-                      products_tiles, store_kv, transposed_float32)
+                      products_tiles, store_step_heads, transposed_float32)
 from .scores import KEY_BLOCK, block_count, key_blocks, query_pairs
 from .tables import grown, persisted, rope_table
 
@@ -259,11 +260,22 @@ class ExactNetwork:
             ar.scale_products(products(xq, lin), factor, lin.scale, out)
         return out
 
-    def layer(self, layer: Layer, h: np.ndarray, positions: np.ndarray, attend,
-              products) -> np.ndarray:
-        """h (R, d) at positions (R,) through one layer; attend(q, k, v) -> (R, heads * D)."""
-        rows, d, nq, nkv = h.shape[0], self.head_dim, self.n_heads, self.n_kv
-        qkv = self.linear(layer.qkv, h, products, normed=True)
+    def layer(self, layer: Layer, h: np.ndarray, attend, products) -> np.ndarray:
+        """h (R, d) through one layer; attend(qkv) -> (R, heads * D) from the rows' queries,
+        keys and values side by side (R, (heads + 2 KV heads) * D)."""
+        attn = attend(self.linear(layer.qkv, h, products, normed=True))
+        ar.add_post_norm(h, self.linear(layer.o, attn, products),
+                         layer.norms.get("post_attn", NO_GAIN), self.eps)
+        act = ar.activation(self.linear(layer.gate_up, h, products, normed=True),
+                            self.arch["gelu"])
+        ar.add_post_norm(h, self.linear(layer.down, act, products),
+                         layer.norms.get("post_ffn", NO_GAIN), self.eps)
+        return h
+
+    def heads(self, layer: Layer, qkv: np.ndarray, positions: np.ndarray):
+        """Queries (R, heads, D), keys and values (R, KV heads, D) from qkv at positions
+        (R,): QK-normed where the model has gains, queries and keys rotated (RoPE)."""
+        rows, d, nq, nkv = qkv.shape[0], self.head_dim, self.n_heads, self.n_kv
         q = np.ascontiguousarray(qkv[:, :nq * d]).reshape(rows, nq, d)
         k = np.ascontiguousarray(qkv[:, nq * d:(nq + nkv) * d]).reshape(rows, nkv, d)
         v = np.ascontiguousarray(qkv[:, (nq + nkv) * d:]).reshape(rows, nkv, d)
@@ -273,14 +285,7 @@ class ExactNetwork:
         cos, sin = self.rope(layer.theta, int(positions.max()) + 1)
         ar.rotate(q, positions, cos, sin)
         ar.rotate(k, positions, cos, sin)
-        attn = attend(q, k, v)
-        ar.add_post_norm(h, self.linear(layer.o, attn, products),
-                         layer.norms.get("post_attn", NO_GAIN), self.eps)
-        act = ar.activation(self.linear(layer.gate_up, h, products, normed=True),
-                            self.arch["gelu"])
-        ar.add_post_norm(h, self.linear(layer.down, act, products),
-                         layer.norms.get("post_ffn", NO_GAIN), self.eps)
-        return h
+        return q, k, v
 
     @staticmethod
     def quantize_qkv(q, k, v):
@@ -346,10 +351,14 @@ class ExactNetwork:
         positions = np.arange(len(ids))
         h = self.embed_rows(ids)
         products = device or (_Blas() if len(ids) >= BLAS_ROWS else _Tiles())
+
+        def attend(layer, qkv):
+            q, k, v = self.heads(layer, qkv, positions)
+            return (self._attend_blocks(layer, q, k, v, device) if device
+                    else self._attend_segment(layer, q, k, v))
+
         for layer in self.layers:
-            h = self.layer(layer, h, positions, lambda q, k, v, layer=layer: (
-                self._attend_blocks(layer, q, k, v, device) if device
-                else self._attend_segment(layer, q, k, v)), products)
+            h = self.layer(layer, h, functools.partial(attend, layer), products)
         return h
 
     def _attend_segment(self, layer: Layer, q, k, v) -> np.ndarray:
@@ -508,25 +517,27 @@ class Stepper:
     def step(self, input_ids: np.ndarray) -> np.ndarray:
         """Feed one token to each of the first len(input_ids) rows; return their next-token
         frequencies (rows, V) int64."""
-        net, rows = self.net, len(input_ids)
-        positions = np.full(rows, self.pos, np.int64)
+        net = self.net
         h = net.embed_rows(np.asarray(input_ids, np.int64))
         for i, layer in enumerate(net.layers):
-            h = net.layer(layer, h, positions,
-                          lambda q, k, v, i=i, layer=layer: self._attend(i, layer, q, k, v),
+            h = net.layer(layer, h, lambda qkv, i=i, layer=layer: self._attend(i, layer, qkv),
                           self.products)
         self.pos += 1
         return ar.frequencies(net.logits(h, self.products))
 
-    def _attend(self, index: int, layer: Layer, q, k, v) -> np.ndarray:
-        net, pos, rows = self.net, self.pos, q.shape[0]
-        qq, qs, kq, ks, vq, vs = net.quantize_qkv(q, k, v)
-        store_kv(kq, ks * net.q_factor, vq, vs, pos, self.key_blocks[index],
-                 self.k_factor[index], self.values_t[index], self.v_scale[index])
+    def _attend(self, index: int, layer: Layer, qkv) -> np.ndarray:
+        net, pos, rows = self.net, self.pos, qkv.shape[0]
+        queries = np.empty((rows, net.n_heads, net.head_dim), np.int16)
+        q_scale = np.empty((rows, net.n_heads))
+        cos, sin = net.rope(layer.theta, pos + 1)
+        store_step_heads(qkv, pos, cos, sin, layer.norms.get("q", NO_GAIN),
+                         layer.norms.get("k", NO_GAIN), net.eps, net.q_factor, queries, q_scale,
+                         self.key_blocks[index], self.k_factor[index], self.values_t[index],
+                         self.v_scale[index])
         lo = max(0, pos - layer.window + 1) if layer.window else 0
         shape = (rows, net.n_kv, net.groups, net.head_dim)
         out = np.empty(shape)
-        attend_cached(query_pairs(qq).reshape(*shape[:3], -1), qs.reshape(shape[:3]),
+        attend_cached(queries.view(np.int32).reshape(*shape[:3], -1), q_scale.reshape(shape[:3]),
                       self.key_blocks[index, :rows], self.k_factor[index, :rows],
                       self.values_t[index, :rows], self.v_scale[index, :rows], lo, pos,
                       ar.ATTENTION_EXP, out, (0,) * net.groups)
