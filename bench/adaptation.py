@@ -16,7 +16,6 @@ Writes bench/results/adaptation.{json,md} and README's adaptation-results block.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
@@ -27,7 +26,7 @@ import llmzip  # noqa: F401  (first: sets the thread environment before numpy lo
 from llmzip import Codec, bench
 from llmzip.adapt import RULES
 from llmzip.container import Adaptation
-from llmzip.report import corpus_files, machine, publish
+from llmzip.report import bench_arguments, corpus_files, machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = ROOT / "bench" / "data" / "service.log"
@@ -110,11 +109,8 @@ def ablation_table(ablations: dict[str, dict[str, float]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
-    parser.add_argument("--model", default="smollm2-135m")
+    parser = bench_arguments(__doc__, ROOT, model=True)
     parser.add_argument("--prefix", type=int, default=20000)
-    parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
     short = [args.corpus / "alice29.txt", LOG]
     trips = rows_for(short, args.model, args.prefix, decode=True, repeats=2)

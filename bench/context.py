@@ -16,7 +16,6 @@ README block between the context-results markers.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 import numpy as np
 from llmzip.engine import open_engine
-from llmzip.report import machine, publish
+from llmzip.report import bench_arguments, machine, publish
 from llmzip.segments import cut
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +76,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--no-readme", action="store_true")
+    parser = bench_arguments(__doc__, ROOT, model=True)
     args = parser.parse_args()
     engine, model = open_engine(args.model, None)
     rows = [r for f in FILES

@@ -16,7 +16,6 @@ Every row is a real round trip; xz is there for scale. Writes bench/results/memo
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import random
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
 from llmzip import bench
-from llmzip.report import machine, publish
+from llmzip.report import bench_arguments, machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
@@ -121,11 +120,8 @@ def chart(rows: list[dict], path: Path, model: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
-    parser.add_argument("--model", default="smollm2-135m")
+    parser = bench_arguments(__doc__, ROOT, model=True)
     parser.add_argument("--bytes", type=int, default=8192)
-    parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = measure(args.model, texts(args.corpus, args.bytes), Path(tmp))

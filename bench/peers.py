@@ -14,7 +14,6 @@ session's run on an AMD EPYC (2 cores), and marked so.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from llmzip import Codec
 from llmzip.models import resolve
-from llmzip.report import machine, replace_section
+from llmzip.report import bench_arguments, machine, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,9 +78,7 @@ def measure_llama_zip(data: bytes, command: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
-    parser.add_argument("--no-readme", action="store_true")
+    parser = bench_arguments(__doc__, ROOT)
     parser.add_argument("--llama-zip", metavar="COMMAND",
                         help="run llama-zip beside llmzip (its command line)")
     args = parser.parse_args()

@@ -15,7 +15,6 @@ markers.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import lzma
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 from llmzip import Codec
 from llmzip.repeats import FAR, LONG_COPY, MIN_COPY, copies
-from llmzip.report import machine, publish
+from llmzip.report import bench_arguments, machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("alice29.txt", "argparse.py", "asyoulik.txt", "git_elf_64k.bin", "object_h_64k.h")
@@ -62,10 +61,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--no-readme", action="store_true")
+    parser = bench_arguments(__doc__, ROOT, model=True)
     args = parser.parse_args()
     texts = [(f, (args.corpus / f).read_bytes()) for f in FILES]
     texts.append(("service.log", (ROOT / "bench" / "data" / "service.log").read_bytes()))

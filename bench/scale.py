@@ -13,7 +13,6 @@ and the README block between the scale-results markers.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
 from llmzip.measure import run_phase
-from llmzip.report import machine, publish
+from llmzip.report import bench_arguments, machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,12 +63,10 @@ def report(rows: list[dict], header: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    parser = bench_arguments(__doc__, ROOT)
     parser.add_argument("--file", default="alice29.txt")
     parser.add_argument("--bytes", type=int, default=None)
     parser.add_argument("--group-size", type=int, default=2)
-    parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = phases(args.corpus / args.file, args.bytes, args.group_size, Path(tmp))

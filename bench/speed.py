@@ -11,7 +11,6 @@ the README block between the speed-results markers.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
 from llmzip.measure import busy_neighbour, run_phase
-from llmzip.report import machine, publish
+from llmzip.report import bench_arguments, machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG_BYTES = 1_000_000
@@ -98,9 +97,7 @@ def report(rows: list[dict], start_s: float | None, header: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
-    parser.add_argument("--no-readme", action="store_true")
+    parser = bench_arguments(__doc__, ROOT)
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--skip-big", action="store_true", help="leave out the 1 MB text")
     sizes.add_argument("--only-big", action="store_true",

@@ -7,6 +7,7 @@ between `<!-- NAME results: start -->` and `<!-- NAME results: end -->`, replace
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -14,8 +15,19 @@ from pathlib import Path
 
 from .bench import Row
 
-__all__ = ["machine", "corpus_files", "replace_section", "publish", "ordered", "pivot", "details",
+__all__ = ["bench_arguments", "machine", "corpus_files", "replace_section", "publish", "ordered", "pivot", "details",
            "corpus_report"]
+
+
+def bench_arguments(doc: str, root: Path, model: bool = False) -> argparse.ArgumentParser:
+    """A bench script's parser with the options they share: --corpus (the shared corpus
+    beside the checkout), --no-readme, and --model where the script runs one model."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=root.parent / "shared" / "corpus")
+    if model:
+        parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
+    return parser
 
 
 def machine() -> str:
