@@ -537,7 +537,7 @@ class Stepper:
         lo = max(0, pos - layer.window + 1) if layer.window else 0
         shape = (rows, net.n_kv, net.groups, net.head_dim)
         out = np.empty(shape)
-        attend_cached(queries.view(np.int32).reshape(*shape[:3], -1), q_scale.reshape(shape[:3]),
+        attend_cached(query_pairs(queries).reshape(*shape[:3], -1), q_scale.reshape(shape[:3]),
                       self.key_blocks[index, :rows], self.k_factor[index, :rows],
                       self.values_t[index, :rows], self.v_scale[index, :rows], lo, pos,
                       ar.ATTENTION_EXP, out, (0,) * net.groups)
