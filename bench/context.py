@@ -23,6 +23,7 @@ from pathlib import Path
 
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 import numpy as np
+from llmzip.coder import code_lengths
 from llmzip.engine import open_engine
 from llmzip.report import bench_arguments, machine, publish
 from llmzip.segments import cut
@@ -34,12 +35,9 @@ SEGMENT_TOKENS = 4096
 
 
 def code_bits(engine, context: list[int], ids: list[int]) -> float:
-    """Bits of ids under the model, after the context start and context."""
-    inputs = [engine.context_start_id, *context, *ids[:-1]]
-    tables = np.concatenate(list(engine.net.full_tables(np.array(inputs, np.int64))))[-len(ids):]
-    totals = tables.sum(axis=1).astype(np.float64)
-    chosen = tables[np.arange(len(ids)), ids].astype(np.float64)
-    return float((np.log2(totals) - np.log2(chosen)).sum())
+    """Bits of ids under the model after the context (itself coded first, not counted)."""
+    tables = np.concatenate(list(engine.full_tables(context + ids)))[-len(ids):]
+    return float(code_lengths(tables, ids).sum())
 
 
 def measure(engine, tokenizer, name: str, data: bytes) -> list[dict]:

@@ -144,10 +144,9 @@ def adaptation_ablation(data: bytes, variants: dict, model: str | None = None,
     variant of adaptation: None (the model alone) or `adapt.Adapter` options. One full
     forward per group serves every variant (each adapts its own copy of the tables), so
     the variants differ only in what they mix in. Exact engines only."""
-    import numpy as np
-
     from . import segments as seg
     from .adapt import Adapter
+    from .coder import code_lengths
     from .engine import open_engine
     from .modelcoding import adapt_chunk, groups_of
     from .settings import Settings
@@ -162,8 +161,7 @@ def adaptation_ablation(data: bytes, variants: dict, model: str | None = None,
                 if adapter:
                     adapt_chunk(adapter, group, mine, pos)
                 for i, t in mine.items():
-                    ids = np.asarray(group[i].ids[pos:pos + len(t)])
-                    bits[name] += float(-np.log2(t[np.arange(len(t)), ids] / t.sum(axis=1)).sum())
+                    bits[name] += float(code_lengths(t, group[i].ids[pos:pos + len(t)]).sum())
     n_bytes = sum(len(s.raw) for s in text)
     return {k: v / n_bytes if n_bytes else float("nan") for k, v in bits.items()}
 

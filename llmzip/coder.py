@@ -24,9 +24,18 @@ import constriction
 
 from .errors import CorruptArchiveError
 
-__all__ = ["TwoLevel", "CoderRows", "encode_group", "StreamDecoder", "default_bucket_size"]
+__all__ = ["TwoLevel", "CoderRows", "encode_group", "StreamDecoder", "default_bucket_size",
+           "code_lengths"]
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)  # perfect=True: 200 ms/symbol
+
+
+def code_lengths(freqs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """(N,) bits of each token under its row of frequency tables (N, V): the model's
+    cross-entropy, what the range coder spends on it but for its tiny overhead."""
+    tokens = np.asarray(tokens, np.int64)
+    p_token = freqs[np.arange(len(tokens)), tokens].astype(np.float64)
+    return np.log2(freqs.sum(axis=1).astype(np.float64)) - np.log2(p_token)
 
 
 def default_bucket_size(vocab_size: int) -> int:
@@ -91,10 +100,9 @@ class TwoLevel:
         """Encoder side: the coder's rows for these tokens under these tables."""
         tokens = np.asarray(tokens, np.int64)
         buckets, offsets = np.divmod(tokens, self.bucket_size)
-        p_token = freqs[np.arange(len(tokens)), tokens].astype(np.float64)
-        xent = np.log2(freqs.sum(axis=1).astype(np.float64)) - np.log2(p_token)
         return CoderRows(self.masses(freqs), self.inner(freqs, buckets),
-                         buckets.astype(np.int32), offsets.astype(np.int32), xent)
+                         buckets.astype(np.int32), offsets.astype(np.int32),
+                         code_lengths(freqs, tokens))
 
 
 def encode_group(rows: list[CoderRows]) -> bytes:

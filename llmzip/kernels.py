@@ -324,19 +324,20 @@ def store_step_heads(qkv, pos, cos, sin, q_gain, k_gain, eps, q_factor, queries,
     rows, n_q, dim = queries.shape
     n_kv = key_blocks.shape[1]
     heads = n_q + n_kv
+    cos_p, sin_p = cos[pos], sin[pos]
     for i in prange(rows * heads):
         r, h = i // heads, i % heads
         v = qkv[r, h * dim:(h + 1) * dim].copy()
         if h < n_q:
             if q_gain.size:
                 norm_head(v, q_gain, eps)
-            rotate_head(v, cos[pos], sin[pos])
+            rotate_head(v, cos_p, sin_p)
             q_scale[r, h] = quantize_query(v, queries[r, h])
         else:
             kv = h - n_q
             if k_gain.size:
                 norm_head(v, k_gain, eps)
-            rotate_head(v, cos[pos], sin[pos])
+            rotate_head(v, cos_p, sin_p)
             vq = np.empty(dim, np.int8)
             k_factors[r, kv, pos] = quantize_kv_head(v, vq) * q_factor
             store_key(vq, pos, key_blocks[r, kv])

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .bench import Row
 
-__all__ = ["bench_arguments", "machine", "corpus_files", "replace_section", "publish", "ordered", "pivot", "details",
-           "corpus_report"]
+__all__ = ["bench_arguments", "machine", "corpus_files", "replace_section", "publish", "ordered",
+           "pivot", "details", "corpus_report"]
 
 
 def bench_arguments(doc: str, root: Path, model: bool = False) -> argparse.ArgumentParser:
