@@ -1,6 +1,6 @@
 # make demo: set up, then compress, decompress and compare a sample text.
 # make test: set up, then the test suite (.ci/run runs exactly this).
-# make bench: regenerate every table and chart in README (about two hours on 2 cores; alone).
+# make bench: regenerate every table and chart in docs/RESULTS.md (about two hours on 2 cores; alone).
 # make fuzz: the archive fuzzer's long run, 100,000 examples a test (hours; CI runs 200).
 
 PYTHON ?= python3
@@ -26,12 +26,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # beside the sources. Compile them once here, on the committed tiny Llama and Gemma 3 (the
 # same kernels as any model's), so a first compress and each test worker find them ready; and
 # the AMX, VNNI and AVX2 products where the CPU has them (their checks compile them).
-$(VENV)/.kernels: $(VENV)/.installed llmzip/arithmetic.py llmzip/kernels.py llmzip/vnni.py llmzip/amx.py \
-                  llmzip/avx2.py
+$(VENV)/.kernels: $(VENV)/.installed llmzip/engine/exact/rules.py $(wildcard llmzip/engine/exact/cpu/*.py)
 	for m in tiny-llama tiny-gemma; do \
 	  $(BIN)/llmzip compress -c -q -m tests/models/$$m $(SAMPLE) | \
 	  $(BIN)/llmzip decompress -c -q -m tests/models/$$m - | cmp -s - $(SAMPLE) || exit 1; done
-	$(BIN)/python -c "from llmzip import amx, avx2, vnni; amx.available(); vnni.available(); avx2.available()"
+	$(BIN)/python -c "from llmzip.engine.exact.cpu import amx, avx2, vnni; amx.available(); vnni.available(); avx2.available()"
 	touch $@
 
 # Debian's Chromium renders the explain page in the tests; installed where apt-get can run.
@@ -46,7 +45,7 @@ $(VENV)/.chromium: | $(BIN)/python
 # The default model's first conversion (GGUF -> integer network, into the user's cache),
 # beside the kernels' compilation: each keeps one core busy (make demo: 80 -> ~60 s).
 model: $(VENV)/.installed
-	$(BIN)/python -c "from llmzip.models import DEFAULT_MODEL, load_model; load_model(DEFAULT_MODEL).exact_network()"
+	$(BIN)/python -c "from llmzip.engine import open_engine; from llmzip.models import DEFAULT_MODEL; open_engine(DEFAULT_MODEL, None)"
 
 demo: $(VENV)/.installed
 	@$(MAKE) --no-print-directory -j2 $(VENV)/.kernels model

@@ -11,13 +11,13 @@ calls and is what to use for more than one file.
 
 import os
 
-# After each BLAS call OpenBLAS's worker threads spin for 2^28 cycles by default; with numba's
-# threads sharing the cores, every loop in between ran 3-40x slower (measured: a decode
-# step of 12 ms took 0.4 s). 2^4 cycles lets them sleep at once. OpenBLAS reads this when
-# numpy is first imported, so it only helps where llmzip is imported first (the CLI is).
+# After each BLAS call OpenBLAS's worker threads spin for 2^28 cycles by default, on the
+# cores numba's threads need for every loop in between; 2^4 cycles lets them sleep at once
+# (docs/PERFORMANCE.md). OpenBLAS reads this when numpy is first imported, so it only
+# helps where llmzip is imported first (the CLI is).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # Likewise numba's OpenMP threads spin ~300,000 rounds after each parallel loop, into the
-# next BLAS call's time: 10,000 made the encoder 17% faster and the decoder no slower.
+# next BLAS call's time; 10,000 is enough for numba and leaves BLAS its cores.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 # Under `accelerate launch` or torchrun the processes of one machine share its cores.
 if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":
@@ -25,10 +25,14 @@ if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":
     for _name in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(_name, _per_process)
 
-from .codec import Codec, CompressStats  # noqa: E402
-from .errors import (CorruptArchiveError, LlmzipError, ModelMismatchError,  # noqa: E402
-                     ModelUnavailableError)
-from .models import DEFAULT_MODEL, PRESETS  # noqa: E402
+from llmzip.codec.codec import Codec, CompressStats
+from llmzip.errors import (
+    CorruptArchiveError,
+    LlmzipError,
+    ModelMismatchError,
+    ModelUnavailableError,
+)
+from llmzip.models.presets import DEFAULT_MODEL, PRESETS
 
 __version__ = "0.1.0"
 __all__ = ["compress", "decompress", "Codec", "CompressStats", "LlmzipError",

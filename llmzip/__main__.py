@@ -1,5 +1,5 @@
 """python -m llmzip: the same as the llmzip command."""
 
-from .cli import main
+from llmzip.cli.commands import main
 
 main()

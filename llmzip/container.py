@@ -20,7 +20,7 @@ import enum
 import zlib
 from dataclasses import dataclass, field
 
-from .errors import CorruptArchiveError
+from llmzip.errors import CorruptArchiveError
 
 __all__ = [
     "MAGIC", "FORMAT_VERSION", "READ_VERSIONS", "Method", "Arithmetic", "Adaptation",
@@ -78,8 +78,8 @@ class Arithmetic(enum.IntEnum):
     """Which numerics produced the probabilities; the decoder must use the same."""
 
     FLOAT = 1  # the framework's float forward: decodes only on the same machine, threads, batch
-    EXACT = 2  # exact-v2 (llmzip 0.1, `legacy`): still decoded, no longer written
-    EXACT_V3 = 3  # exact-v3 (`arithmetic`, `network`): decodes identically anywhere
+    EXACT = 2  # exact-v2 (llmzip 0.1, `engine.exact.v2`): still decoded, no longer written
+    EXACT_V3 = 3  # exact-v3 (`engine.exact.rules`, `network`): decodes identically anywhere
 
     @property
     def label(self) -> str:

@@ -8,11 +8,12 @@ writing fails or is interrupted, the temporary file is removed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["written_whole"]
+__all__ = ["written_whole", "read_json"]
 
 
 @contextlib.contextmanager
@@ -28,3 +29,11 @@ def written_whole(path: Path, text: bool = False):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_json(path: Path) -> dict:
+    """A small JSON file's object; {} when it is absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

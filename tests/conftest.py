@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated cache, the committed tiny models, the real corpus.
+"""Shared fixtures: an isolated cache, the committed tiny models, the corpus (corpus/).
 
 The tiny models (tests/models, made by tests/models/make_tiny.py) are Hugging Face
 directories used through `--model DIR`, the path a user's own model takes. Tests marked
@@ -23,9 +23,7 @@ atexit.register(shutil.rmtree, _CACHE, True)
 
 import pytest
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-if not CORPUS.is_dir():  # CI clones the repo next to shared/
-    CORPUS = Path(os.environ.get("LLMZIP_CORPUS", "../shared/corpus")).resolve()
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"  # real files, with their provenance
 
 
 def corpus_file(name: str) -> bytes:
@@ -40,7 +38,7 @@ def assert_exact_v2_golden_decodes(name: str, model: str | None = None) -> None:
     decoding must refuse with its one-line reason, and the byte check is reported skipped."""
     from llmzip import Codec, ModelMismatchError
     from llmzip.container import Arithmetic, unpack
-    from llmzip.engine import open_engine
+    from llmzip.engine.factory import open_engine
     golden = Path(__file__).parent / "golden"
     blob = (golden / f"{name}-exact-v2.llmz").read_bytes()
     written = unpack(blob)[0].model

@@ -7,12 +7,11 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import corpus_file
 
 from llmzip import Codec, CorruptArchiveError
-from llmzip.adapt import MAX_TOTAL, Adapter, _spread
+from llmzip.codec.adapt import MAX_TOTAL, Adapter, _spread
 from llmzip.container import Adaptation, Method, pack, unpack
-
-from conftest import corpus_file
 
 SMALL = dict(segment_tokens=64, group_size=4)
 
@@ -45,7 +44,7 @@ def test_a_short_file_that_adapting_cannot_help_is_coded_by_the_model_alone(tiny
 def test_the_second_pass_of_a_short_file_reuses_the_first_forward(tiny_llama, monkeypatch):
     """Coding again without adaptation needs the same last-layer outputs: the model runs
     once per segment, not twice, and the archive is still the pure one."""
-    from llmzip import network
+    from llmzip.engine.exact import network
     data = corpus_file("alice29.txt")[4000:4800]
     forwards, hidden = [], network.ExactNetwork._hidden
     monkeypatch.setattr(network.ExactNetwork, "_hidden",

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from llmzip import Codec, cli, repeats
-from llmzip.cli import main
-from llmzip.container import Arithmetic, Block, Method
-
 from conftest import corpus_file
+
+from llmzip import Codec
+from llmzip.cli import outputs
+from llmzip.cli.commands import main
+from llmzip.codec import repeats
+from llmzip.container import Arithmetic, Block, Method
 
 TEXT = corpus_file("alice29.txt")[:2500]
 SMALL = ["--segment-tokens", "64", "--group-size", "4"]
@@ -208,7 +209,8 @@ def test_a_gguf_hash_is_remembered_until_the_file_changes(tmp_path, cache_dir):
     """The GGUF's SHA-256 names its cache entry; it is kept by path, size and time."""
     import hashlib
     import os
-    from llmzip import models
+
+    from llmzip.models import gguf as models
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"weights v1")
     assert models._sha256((gguf,)) == hashlib.sha256(b"weights v1").hexdigest()
@@ -357,10 +359,10 @@ def test_a_signal_dropped_by_a_callback_still_interrupts(tmp_path, monkeypatch, 
     monkeypatch.setattr(repeats, "copies", copies_dropping_a_signal)
     writes = []
     monkeypatch.setattr(_DropsTheSignalItRaises, "raised", [])
-    real_write = cli._write_atomically
-    monkeypatch.setattr(cli, "_write_atomically", lambda *a: writes.append(a) or real_write(*a))
+    real_write = outputs.write_atomically
+    monkeypatch.setattr(outputs, "write_atomically", lambda *a: writes.append(a) or real_write(*a))
     result = run("compress", "-m", TINY_LLAMA, src)
-    assert _DropsTheSignalItRaises.raised == ["_Interrupted"]  # the handler raised, was dropped,
+    assert _DropsTheSignalItRaises.raised == ["Interrupted"]  # the handler raised, was dropped,
     assert one_error_line(result, 130) == "llmzip: interrupted"  # and no traceback was printed
     assert len(writes) == (1 if content.startswith(b"\x00") else 0)  # where it was caught
     _no_stray_files(tmp_path, "a.in")

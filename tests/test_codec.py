@@ -5,13 +5,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_exact_v2_golden_decodes, corpus_file
 
 import llmzip
-from llmzip import Codec, LlmzipError, ModelMismatchError, engine
-from llmzip.container import Adaptation, Arithmetic, Block, Copy, Header, Method, pack, unpack
+from llmzip import Codec, LlmzipError, ModelMismatchError
+from llmzip.container import (
+    Adaptation,
+    Arithmetic,
+    Block,
+    Copy,
+    Header,
+    Method,
+    pack,
+    unpack,
+)
+from llmzip.engine import factory as engine
 from llmzip.errors import CorruptArchiveError
-
-from conftest import assert_exact_v2_golden_decodes, corpus_file
 
 SMALL = dict(segment_tokens=64, group_size=4)  # several segments and groups on small inputs
 GOLDEN = Path(__file__).parent / "golden"
@@ -31,7 +40,7 @@ EDGE_CASES = {
     "asyoulik slice": corpus_file("asyoulik.txt")[5000:8000],
     "argparse slice": corpus_file("argparse.py")[:3000],
     "object.h slice": corpus_file("object_h_64k.h")[:3000],
-    "elf binary slice": corpus_file("git_elf_64k.bin")[:6000],
+    "elf binary slice": corpus_file("libpython_elf_64k.bin")[:6000],
     "text, random, text": corpus_file("alice29.txt")[:1500] + _random_bytes(3000, 1)
                           + corpus_file("alice29.txt")[1500:3000],
 }
@@ -222,7 +231,7 @@ def test_exact_v3_golden_archives_are_reproduced_byte_for_byte(name, adapt, suff
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
 def test_counts_v1_golden_archives_still_decode(name, monkeypatch):
-    """Archives adapted with the first rules (format 2, stop 17) decode with those rules."""
+    """Archives adapted with the first rules (format 2) decode with those rules."""
     monkeypatch.chdir(Path(__file__).parent)
     blob = (GOLDEN / f"{name}-exact-v3-counts-v1.llmz").read_bytes()
     assert blob[4] == 2 and unpack(blob)[0].model.adaptation == Adaptation.COUNTS_V1
@@ -265,7 +274,7 @@ def test_a_far_repeat_is_copied_and_decodes_byte_for_byte(tiny_llama, codecs):
 def test_copies_declaring_more_than_half_the_memory_are_refused_before_decoding(tiny_llama):
     """Copies of copies could double a few header bytes into any size: the declared size is
     held to half of this machine's memory before anything is decoded."""
-    from llmzip.settings import physical_memory
+    from llmzip.codec.settings import physical_memory
     huge = physical_memory()  # one literal byte, then copies doubling it past the limit
     copies, size = [], 1
     while size <= huge // 2:
@@ -280,7 +289,7 @@ def test_copies_declaring_more_than_half_the_memory_are_refused_before_decoding(
 RETAINED = """
 import numpy as np
 from pathlib import Path
-from llmzip.settings import release_freed_memory
+from llmzip.codec.settings import release_freed_memory
 def rss_mb():
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS"))
     return int(line.split()[1]) / 1024
@@ -303,7 +312,8 @@ def test_freed_memory_goes_back_to_the_system():
     (what the encoder's ~400 MB chunks leave), so the next run starts from less."""
     import subprocess
     import sys
-    from llmzip.settings import _malloc_trim
+
+    from llmzip.codec.settings import _malloc_trim
     if _malloc_trim() is None:
         pytest.skip("no malloc_trim in this C library")
     out = subprocess.run([sys.executable, "-c", RETAINED], capture_output=True, text=True,

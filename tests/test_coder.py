@@ -1,10 +1,16 @@
 """Two-level range coding: exact round trips, code length near the entropy, pinned output."""
 
+import constriction
 import numpy as np
 import pytest
-import constriction
 
-from llmzip.coder import CoderRows, StreamDecoder, TwoLevel, default_bucket_size, encode_group
+from llmzip.codec.rangecoder import (
+    CoderRows,
+    StreamDecoder,
+    TwoLevel,
+    default_bucket_size,
+    encode_group,
+)
 from llmzip.errors import CorruptArchiveError
 
 

@@ -7,9 +7,24 @@ import zlib
 
 import pytest
 
-from llmzip.container import (MAX_BUCKET_SIZE, MAX_GROUP_SIZE, MAX_SEGMENT_TOKENS, MAX_THREADS,
-                              Adaptation, Arithmetic, Block, Copy, Header, Method, ModelInfo,
-                              check_bucket_size, describe, pack, split_members, unpack)
+from llmzip.container import (
+    MAX_BUCKET_SIZE,
+    MAX_GROUP_SIZE,
+    MAX_SEGMENT_TOKENS,
+    MAX_THREADS,
+    Adaptation,
+    Arithmetic,
+    Block,
+    Copy,
+    Header,
+    Method,
+    ModelInfo,
+    check_bucket_size,
+    describe,
+    pack,
+    split_members,
+    unpack,
+)
 from llmzip.errors import CorruptArchiveError
 
 MODEL = ModelInfo(name="smollm2-135m", fingerprint=bytes(range(16)),
@@ -275,7 +290,7 @@ def test_largest_settings_an_encoder_may_write_are_accepted():
 
 
 def test_segment_limit_is_the_exact_arithmetic_bound():
-    from llmzip.arithmetic import MAX_KEYS
+    from llmzip.engine.exact.rules import MAX_KEYS
     assert MAX_SEGMENT_TOKENS == MAX_KEYS
 
 

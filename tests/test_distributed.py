@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import MODELS, corpus_file
 
 pytestmark = pytest.mark.launch
@@ -72,7 +71,7 @@ def test_recursive_over_a_directory_of_mixed_files_round_trips_every_file(tmp_pa
     files = {"big.txt": corpus_file("alice29.txt")[:20000],
              "small.txt": corpus_file("asyoulik.txt")[:2000],
              "sub/code.py": corpus_file("argparse.py")[:3000],
-             "sub/binary.bin": corpus_file("git_elf_64k.bin")[:4000],
+             "sub/binary.bin": corpus_file("libpython_elf_64k.bin")[:4000],
              "sub/deeper/empty": b"",
              "sub/deeper/note.txt": b"a short note\n"}
     for name, data in files.items():

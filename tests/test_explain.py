@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from llmzip.cli import main
-
 from conftest import CORPUS
+
+from llmzip.cli.commands import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -91,7 +90,7 @@ def test_existing_page_is_kept_without_force(page):
 def test_a_copy_is_one_labelled_element_where_it_sits_among_the_tokens(tiny_llama):
     """Tokens are shown in file order with the copied bytes as one element at their place."""
     from llmzip import Codec
-    from llmzip.explain import explain
+    from llmzip.tools.explain import explain
     text = (CORPUS / "alice29.txt").read_bytes()
     data = text[:17_000] + text[300:900] + b"#" + text[17_000:17_500]  # 600 B, 16.7 KB back
     page, stats = explain(Codec(tiny_llama, segment_tokens=512), data, "repeat")

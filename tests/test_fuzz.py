@@ -18,15 +18,24 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import corpus_file
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from llmzip.cli import main
-from llmzip.container import (Arithmetic, Block, Copy, Header, Method, ModelInfo, describe,
-                              pack, split_members, unpack)
+from llmzip.cli.commands import main
+from llmzip.container import (
+    Arithmetic,
+    Block,
+    Copy,
+    Header,
+    Method,
+    ModelInfo,
+    describe,
+    pack,
+    split_members,
+    unpack,
+)
 from llmzip.errors import CorruptArchiveError
-
-from conftest import corpus_file
 
 EXAMPLES = int(os.environ.get("LLMZIP_FUZZ_EXAMPLES", "200"))
 DECODE_EXAMPLES = max(EXAMPLES // 4, 25)  # each one runs the model: ~0.1 s

@@ -2,9 +2,9 @@
 
 import pytest
 
-from llmzip.distributed import Team, shares
 from llmzip.errors import LlmzipError
-from llmzip.jobs import SHARED, plan
+from llmzip.parallel.distributed import Team, shares
+from llmzip.parallel.jobs import SHARED, plan
 
 
 def test_shares_are_contiguous_cover_everything_and_balance_the_weights():
@@ -44,7 +44,7 @@ class _TwoProcesses(Team):
 
 
 def test_a_failure_in_another_process_stops_this_one_and_names_it():
-    from llmzip.distributed import AccelerateTeam
+    from llmzip.parallel.distributed import AccelerateTeam
     team = _TwoProcesses("model 'x' is not installed")
     with pytest.raises(LlmzipError, match=r"process 1 of 2 failed: model 'x' is not installed"):
         AccelerateTeam.agree(team, lambda: "my result")

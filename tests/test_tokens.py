@@ -4,11 +4,10 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import corpus_file
 from tokenizers import Tokenizer
 
-from llmzip.tokens import ByteTokenizer
-
-from conftest import corpus_file
+from llmzip.models.tokens import ByteTokenizer
 
 EDGE_CASES = {
     "empty": b"",

@@ -73,8 +73,12 @@ def _spread_norm_gains(model) -> None:
 
 def _save_tiny(path: Path, arch: str, seed: int, drop_bytes=(), train_steps=300) -> Path:
     import torch
-    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig,
-                              LlamaForCausalLM)
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     tokenizer = _train_tokenizer(CORPUS.joinpath("alice29.txt").read_bytes().decode("latin-1")[:60000], 400,
                                  drop_bytes)

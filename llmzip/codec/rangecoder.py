@@ -1,0 +1,152 @@
+"""Two-level range coding of tokens over constriction; numpy only, no torch.
+
+A token id is coded as (bucket, position in bucket): first the bucket among V/K buckets, with
+the bucket masses as its distribution, then the token among the K ids of that bucket. This
+is exact by the chain rule, costs O(V/K + K) per token instead of constriction's O(V) model
+build, and its quantization floor (each symbol gets >= 1/2^24) reserves (V/K + K)/2^24 of
+the mass instead of V/2^24 (1.56% at a 262k vocabulary). Costs: docs/PERFORMANCE.md.
+
+Encoder and decoder must hand constriction bit-identical rows. Rows are integer frequencies
+(int64, every token >= 1, sums < 2^53) passed as float64, so they are exact, and
+constriction's quantizer is a fixed sequence of IEEE operations on them.
+
+Symbols are coded step-major: for each step, the buckets of all segments in the group, then
+their tokens. The decoder runs the same order with one batched call per level and step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+from llmzip.errors import CorruptArchiveError
+
+__all__ = ["TwoLevel", "CoderRows", "encode_group", "StreamDecoder", "default_bucket_size",
+           "code_lengths"]
+
+_FAMILY = constriction.stream.model.Categorical(perfect=False)  # perfect=True: far too slow
+
+
+def code_lengths(freqs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """(N,) bits of each token under its row of frequency tables (N, V): the model's
+    cross-entropy, what the range coder spends on it but for its tiny overhead."""
+    tokens = np.asarray(tokens, np.int64)
+    p_token = freqs[np.arange(len(tokens)), tokens].astype(np.float64)
+    return np.log2(freqs.sum(axis=1).astype(np.float64)) - np.log2(p_token)
+
+
+def default_bucket_size(vocab_size: int) -> int:
+    """The power of two nearest sqrt(V): 256 for 49k, 512 for 262k."""
+    return 1 << round(math.log2(max(vocab_size, 4)) / 2)
+
+
+@dataclass
+class CoderRows:
+    """What the encoder hands the range coder for a run of tokens, and what they cost."""
+
+    masses: np.ndarray  # (T, W) float64: bucket masses
+    inner: np.ndarray  # (T, W) float64: frequencies inside each token's bucket
+    buckets: np.ndarray  # (T,) int32
+    offsets: np.ndarray  # (T,) int32: position in the bucket
+    xent_bits: np.ndarray  # (T,) -log2 p(token) under the frequencies coded
+
+    def take(self, j: int) -> "CoderRows":
+        """Row j alone."""
+        return CoderRows(self.masses[j:j + 1], self.inner[j:j + 1], self.buckets[j:j + 1],
+                         self.offsets[j:j + 1], self.xent_bits[j:j + 1])
+
+    @classmethod
+    def concat(cls, parts: list["CoderRows"]) -> "CoderRows":
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
+                     ("masses", "inner", "buckets", "offsets", "xent_bits")))
+
+
+class TwoLevel:
+    """Splits [N, V] integer frequency tables into bucket rows and in-bucket rows."""
+
+    def __init__(self, vocab_size: int, bucket_size: int):
+        self.vocab_size = vocab_size
+        self.bucket_size = bucket_size
+        self.n_buckets = -(-vocab_size // bucket_size)
+        self.width = max(self.n_buckets, bucket_size)  # both levels share one row width
+
+    def _padded(self, freqs: np.ndarray) -> np.ndarray:
+        n, v = freqs.shape
+        if v != self.vocab_size:
+            raise ValueError(f"frequency table has {v} columns, expected {self.vocab_size}")
+        full = self.n_buckets * self.bucket_size
+        if full != v:
+            freqs = np.concatenate([freqs, np.zeros((n, full - v), np.int64)], axis=1)
+        return freqs.reshape(n, self.n_buckets, self.bucket_size)  # (N, buckets, K)
+
+    def _row(self, values: np.ndarray) -> np.ndarray:
+        out = np.zeros((values.shape[0], self.width), np.float64)
+        out[:, :values.shape[1]] = values
+        return out
+
+    def masses(self, freqs: np.ndarray) -> np.ndarray:
+        """(N, width) float64: each bucket's total frequency."""
+        return self._row(self._padded(freqs).sum(axis=2))
+
+    def inner(self, freqs: np.ndarray, buckets: np.ndarray) -> np.ndarray:
+        """(N, width) float64: the frequencies inside each row's given bucket."""
+        grouped = self._padded(freqs)
+        return self._row(grouped[np.arange(len(buckets)), buckets])
+
+    def split(self, freqs: np.ndarray, tokens: np.ndarray) -> CoderRows:
+        """Encoder side: the coder's rows for these tokens under these tables."""
+        tokens = np.asarray(tokens, np.int64)
+        buckets, offsets = np.divmod(tokens, self.bucket_size)
+        return CoderRows(self.masses(freqs), self.inner(freqs, buckets),
+                         buckets.astype(np.int32), offsets.astype(np.int32),
+                         code_lengths(freqs, tokens))
+
+
+def encode_group(rows: list[CoderRows]) -> bytes:
+    """One range-coder stream for segments coded side by side (rows in group order): for
+    each step t, the buckets of every segment that has a token t, then their positions,
+    which is the order `StreamDecoder` reads them in."""
+    encoder = constriction.stream.queue.RangeEncoder()
+    for t in range(max(len(r.buckets) for r in rows)):
+        active = [r for r in rows if len(r.buckets) > t]
+        encoder.encode(np.array([r.buckets[t] for r in active], np.int32), _FAMILY,
+                       np.stack([r.masses[t] for r in active]))
+        encoder.encode(np.array([r.offsets[t] for r in active], np.int32), _FAMILY,
+                       np.stack([r.inner[t] for r in active]))
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+class StreamDecoder:
+    """Decodes one group's stream, a step (one token per active segment) at a time."""
+
+    def __init__(self, stream: bytes, two_level: TwoLevel):
+        if len(stream) % 4:
+            raise CorruptArchiveError("range-coder stream is not whole 32-bit words (damaged)")
+        words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
+        self._decoder = constriction.stream.queue.RangeDecoder(words)
+        self.two_level = two_level
+
+    def decode(self, freqs: np.ndarray) -> np.ndarray:
+        """Token ids (N,) for N segments whose next-token tables are freqs (N, V)."""
+        tl = self.two_level
+        buckets = self._decode(tl.masses(freqs))
+        if (buckets >= tl.n_buckets).any():
+            raise CorruptArchiveError("decoded a token outside the vocabulary (archive damaged "
+                                      "or model mismatch)")
+        offsets = self._decode(tl.inner(freqs, buckets))
+        tokens = buckets * tl.bucket_size + offsets
+        if (offsets >= tl.bucket_size).any() or (tokens >= tl.vocab_size).any():
+            raise CorruptArchiveError("decoded a token outside the vocabulary (archive damaged "
+                                      "or model mismatch)")
+        return tokens
+
+    def _decode(self, rows: np.ndarray) -> np.ndarray:
+        """constriction asserts (rather than raises) on rows it cannot use, such as an all-zero
+        row a crafted bucket size produces: that is a damaged archive, not a crash."""
+        try:
+            return np.asarray(self._decoder.decode(_FAMILY, rows), np.int64)
+        except (AssertionError, ValueError, RuntimeError) as exc:
+            raise CorruptArchiveError("range-coder stream does not decode (damaged)") from exc
