@@ -1,6 +1,6 @@
 """The model alone against the model adapted to the file (`--adapt counts`), side by side.
 
-Usage: python bench/adaptation.py [--model smollm2-135m] [--prefix 20000] [--no-readme]
+Usage: python bench/adaptation.py [--model smollm2-135m] [--prefix 20000] [--no-write]
 
 One run, alone on the machine:
 1. Whole files (every corpus file and bench/data/service.log, a 120 KB JSON-lines service log
@@ -11,7 +11,7 @@ One run, alone on the machine:
    twice each (the faster run kept): decompression speed, and each decoded and compared;
 3. an ablation on the same prefixes: model cross-entropy with each part of the adaptation
    alone (one forward pass per group shared by every variant, `bench.adaptation_ablation`).
-Writes bench/results/adaptation.{json,md} and README's adaptation-results block.
+Writes bench/results/adaptation.{json,md} and docs/RESULTS.md's adaptation-results block.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from harness.report import bench_arguments, corpus_files, machine, publish
+
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
-from llmzip import Codec, bench
-from llmzip.adapt import RULES
+from llmzip import Codec
+from llmzip.codec.adapt import RULES
 from llmzip.container import Adaptation
-from llmzip.report import bench_arguments, corpus_files, machine, publish
+from llmzip.tools import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = ROOT / "bench" / "data" / "service.log"
@@ -132,7 +134,7 @@ def main() -> None:
         "one forward pass shared by every column):", "",
         ablation_table(ablations)])
     publish(ROOT, "adaptation", text, {"whole": whole, "round_trips": trips,
-                                       "ablation": ablations}, readme=not args.no_readme)
+                                       "ablation": ablations}, write=not args.no_write)
     if not all(r["roundtrip_ok"] for r in trips):
         raise SystemExit("a round trip FAILED")
 

@@ -6,8 +6,8 @@ Usage: python bench/compare.py FILE FILE.llmz   (what `make demo` prints last)
 import sys
 from pathlib import Path
 
-from llmzip.baselines import baselines
 from llmzip.container import describe
+from llmzip.tools.baselines import baselines
 
 
 def main(original: str, archive: str) -> None:

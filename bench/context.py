@@ -1,6 +1,6 @@
 """What a segment's missing context costs: its bits cold, and primed with earlier text.
 
-Usage: python bench/context.py [--corpus DIR] [--model smollm2-135m] [--no-readme]
+Usage: python bench/context.py [--corpus DIR] [--model smollm2-135m] [--no-write]
 
 llmzip cuts a file into segments of at most 4,096 tokens that decode side by side, so each
 segment starts with no context. This measures what that costs, and so what any scheme that
@@ -11,7 +11,7 @@ first K tokens (a prefix every segment could share: the decoder would decode it 
 primed with the K tokens truly before the segment (what sequential decoding would have:
 the upper bound). No archive is written: these are code lengths of the same tables that
 llmzip codes (the coder adds about 0.04%). Writes bench/results/context.{json,md} and the
-README block between the context-results markers.
+docs/RESULTS.md block between the context-results markers.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ import time
 from pathlib import Path
 
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
+
+# isort: split
 import numpy as np
-from llmzip.coder import code_lengths
-from llmzip.engine import open_engine
-from llmzip.report import bench_arguments, machine, publish
-from llmzip.segments import cut
+from harness.report import bench_arguments, machine, publish
+
+from llmzip.codec.rangecoder import code_lengths
+from llmzip.codec.segments import cut
+from llmzip.engine.factory import open_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("alice29.txt", "asyoulik.txt")
@@ -85,7 +88,7 @@ def main() -> None:
         "tokens). A segment's bits cold (as llmzip codes it, bits per byte of the segment), "
         "and the change when the model first reads the file's first K tokens, or the K "
         "tokens truly before the segment:", "", table(rows)])
-    publish(ROOT, "context", text, rows, readme=not args.no_readme)
+    publish(ROOT, "context", text, rows, write=not args.no_write)
 
 
 if __name__ == "__main__":

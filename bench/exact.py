@@ -2,12 +2,12 @@
 forward and under the exact-v3 forward that every archive is coded with, in bits per byte.
 
 Usage: python bench/exact.py [--models smollm2-135m gemma3-270m] [--max-bytes N]
-                             [--corpus DIR] [--no-readme]
+                             [--corpus DIR] [--no-write]
 
-Both sides go through the same integer frequency tables (`arithmetic.frequencies`), so the
+Both sides go through the same integer frequency tables (`rules.frequencies`), so the
 difference is the arithmetic alone: int8 weights, int16 activations, int8 keys and values,
 decimal tables instead of libm. Speed is `bench/speed.py`'s. Prints a Markdown report and
-puts it between the exact-results markers in README.md.
+puts it between the exact-results markers in docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ import json
 import sys
 from pathlib import Path
 
-import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
-import numpy as np
+import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 
-from llmzip import segments as seg
-from llmzip.arithmetic import frequencies
-from llmzip.report import corpus_files, machine, replace_section
+# isort: split
+import numpy as np
+from harness.report import NO_WRITE_HELP, corpus_files, machine, replace_section
+
+from llmzip.codec import segments as seg
 from llmzip.container import Arithmetic
-from llmzip.engine import open_engine
+from llmzip.engine.exact.rules import frequencies
+from llmzip.engine.factory import open_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,9 +77,10 @@ def row(name: str, model: str, r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["smollm2-135m"])
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "corpus",
+                        help="directory of corpus files (default: the repository's corpus/)")
     parser.add_argument("--max-bytes", type=int, default=20_000)
-    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help=NO_WRITE_HELP)
     args = parser.parse_args()
     rows, results = [], {}
     for model in args.models:
@@ -94,8 +97,8 @@ def main() -> None:
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     (ROOT / "bench" / "results" / "exact.json").write_text(json.dumps(results, indent=1) + "\n")
     print(text)
-    if not args.no_readme:
-        replace_section(ROOT / "README.md", "exact", text)
+    if not args.no_write:
+        replace_section(ROOT, "exact", text)
 
 
 if __name__ == "__main__":

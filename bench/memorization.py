@@ -1,6 +1,6 @@
 """What the model already knew: text it surely saw in training against text it cannot have seen.
 
-Usage: python bench/memorization.py [--model smollm2-135m] [--bytes 8192] [--no-readme]
+Usage: python bench/memorization.py [--model smollm2-135m] [--bytes 8192] [--no-write]
 
 The same model, the same number of bytes of each:
 - seen: a public-domain classic (alice29.txt), Python standard-library source (argparse.py)
@@ -11,7 +11,7 @@ The same model, the same number of bytes of each:
 - random letters in word-sized runs (nothing to know), and random bytes (not text at all:
   stored, as any archiver would).
 Every row is a real round trip; xz is there for scale. Writes bench/results/memorization
-.{json,md,png} and the README block between the memorization-results markers.
+.{json,md,png} and the docs/RESULTS.md block between the memorization-results markers.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from harness.report import bench_arguments, machine, publish
+
 import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
-from llmzip import bench
-from llmzip.report import bench_arguments, machine, publish
+from llmzip.tools import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
@@ -135,8 +136,8 @@ def main() -> None:
         f"Seen texts average {seen:.3f} bits per byte of model cross-entropy, the unseen one "
         f"{unseen:.3f}: {unseen / seen:.2f}x. `archive + model` adds the model file, the "
         "two-part code length: at this size it is all model.", "",
-        "![bits per byte: seen, unseen, shuffled, random](bench/results/memorization.png)"])
-    publish(ROOT, "memorization", text, rows, readme=not args.no_readme)
+        "![bits per byte: seen, unseen, shuffled, random](../bench/results/memorization.png)"])
+    publish(ROOT, "memorization", text, rows, write=not args.no_write)
     if not all(r["roundtrip_ok"] for r in rows):
         raise SystemExit("a round trip FAILED")
 

@@ -1,7 +1,7 @@
 """llmzip against the peers on their common ground: alice29.txt's first 20,000 bytes, the same
 SmolLM2-135M GGUF, 2 CPU cores.
 
-Usage: python bench/peers.py [--corpus DIR] [--no-readme] [--llama-zip COMMAND]
+Usage: python bench/peers.py [--corpus DIR] [--no-write] [--llama-zip COMMAND]
 
 llmzip runs here, twice: with default settings, and with one segment holding the whole
 slice (the context the peers use). With --llama-zip (its command line, e.g. the
@@ -9,7 +9,8 @@ slice (the context the peers use). With --llama-zip (its command line, e.g. the
 is a dependency of ours), llama-zip compresses and decompresses the same slice with the
 same GGUF in the same run, timed from process start (its model load included, ~1 s), and
 its row says so. Otherwise, and for Nacrith always, the figures are quoted from an earlier
-session's run on an AMD EPYC (2 cores), and marked so.
+measurement on an AMD EPYC (2 cores), and marked so. Writes bench/results/peers.{json,md}
+and the docs/RESULTS.md block between the peers-results markers.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from harness.report import bench_arguments, machine, publish
+
 from llmzip import Codec
-from llmzip.models import resolve
-from llmzip.report import bench_arguments, machine, replace_section
+from llmzip.models.presets import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +36,7 @@ PEERS = [  # (name, bits per byte, KB/s compress, KB/s decompress, note): quoted
     ("Nacrith (SmolLM2-135M + n-gram mixing)", 1.137, 0.06, 0.06,
      "decodes only on the same software stack"),
 ]
-QUOTED = "quoted (an earlier session, AMD EPYC, 2 cores)"
+QUOTED = "quoted (measured earlier on an AMD EPYC, 2 cores)"
 
 
 def measure(data: bytes, label: str, **settings) -> str:
@@ -94,9 +96,9 @@ def main() -> None:
         f"{datetime.date.today().isoformat()} on {machine()}; `bench/peers.py`.", "",
         "| compressor | bits/byte | model cross-entropy | compress KB/s | decompress KB/s | notes |",
         "|---|---:|---:|---:|---:|---|", *rows])
-    print(text)
-    if not args.no_readme:
-        replace_section(ROOT / "README.md", "peers", text)
+    publish(ROOT, "peers", text, {"date": datetime.date.today().isoformat(),
+                                  "machine": machine(), "rows": rows},
+            write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
-"""What copies of long repeats change: the repeats found in each file, and its archive with and without them.
+"""What copies of long repeats change: the repeats in each file, its archive with and without.
 
-Usage: python bench/repeats.py [--corpus DIR] [--model smollm2-135m] [--no-readme]
+Usage: python bench/repeats.py [--corpus DIR] [--model smollm2-135m] [--no-write]
 
-For every corpus file and the generated service log: the repeats that `llmzip.repeats`
-takes out as copies (256 bytes or more from 16 KB back, or 4 KB or more from anywhere) (how many, how many bytes, how long finding them took), then, for a
-file with any, two real compressions with the same model and settings, `--no-copies` and
-the default, each checked by decoding it. A file without copies gets the same archive
-either way (the header lists no copies and keeps its format version), so it is not
-compressed twice. The 1 MB text of `bench/speed.py --only-big` (the corpus's texts
-repeated) gets its copies counted here, and is compressed only in that script's run.
-Writes bench/results/repeats.{json,md} and the README block between the repeats-results
+For every corpus file and the generated service log: the repeats that
+`llmzip.codec.repeats` takes out as copies (256 bytes or more from 16 KB back, or 4 KB or
+more from anywhere): how many, how many bytes, how long finding them took; then, for a file
+with any, two real compressions with the same model and settings, `--no-copies` and the
+default, each checked by decoding it. A file without copies gets the same archive either
+way (the header lists no copies and keeps its format version), so it is not compressed
+twice. The 1 MB text of `bench/speed.py --only-big` (the corpus's texts repeated) gets its
+copies counted here, and is compressed only in that script's run. Writes
+bench/results/repeats.{json,md} and the docs/RESULTS.md block between the repeats-results
 markers.
 """
 
@@ -21,13 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+from harness.report import bench_arguments, machine, publish
+
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 from llmzip import Codec
-from llmzip.repeats import FAR, LONG_COPY, MIN_COPY, copies
-from llmzip.report import bench_arguments, machine, publish
+from llmzip.codec.repeats import FAR, LONG_COPY, MIN_COPY, copies
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("alice29.txt", "argparse.py", "asyoulik.txt", "git_elf_64k.bin", "object_h_64k.h")
+FILES = ("alice29.txt", "argparse.py", "asyoulik.txt", "libpython_elf_64k.bin", "object_h_64k.h")
 
 
 def measure(name: str, data: bytes, model: str, compress: bool = True) -> dict:
@@ -75,7 +77,7 @@ def main() -> None:
         f"{args.model}, default settings; copies of repeats of {MIN_COPY} bytes or more from "
         f"{FAR:,} bytes back or more, or of {LONG_COPY:,} bytes or more; archive sizes in bytes, "
         "each decoded and compared.", "", table(rows)])
-    publish(ROOT, "repeats", text, rows, readme=not args.no_readme)
+    publish(ROOT, "repeats", text, rows, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """One process against two (`accelerate launch`): time, tokens/s and peak memory per process.
 
-Usage: python bench/scale.py [--file alice29.txt] [--bytes N] [--group-size 2] [--no-readme]
+Usage: python bench/scale.py [--file alice29.txt] [--bytes N] [--group-size 2] [--no-write]
 
 Compresses the file with 1 and with 2 processes and decompresses each archive with the
 other count: the two archives must be byte-identical and both must decode to the file.
-Each phase runs in fresh processes (`llmzip.measure`), the model loaded before the clock
+Each phase runs in fresh processes (`harness.measure`), the model loaded before the clock
 starts; `wall` includes the launch. With 2 processes each gets one of the 2 cores. Work is
 shared by groups of segments, so the group size is small enough here for two processes to
 get a share each (alice29: 11 segments). Run it alone. Writes bench/results/scale.{json,md}
-and the README block between the scale-results markers.
+and the docs/RESULTS.md block between the scale-results markers.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.measure import run_phase
+from harness.report import bench_arguments, machine, publish
+
 import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
-from llmzip.measure import run_phase
-from llmzip.report import bench_arguments, machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +77,7 @@ def main() -> None:
               f"{args.group_size} segments, nothing else running.")
     text = report(rows, header)
     publish(ROOT, "scale", text, {"date": date, "machine": machine(), "rows": rows},
-            readme=not args.no_readme)
+            write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Decompression against compression: speed, memory, start-up and a busy neighbour, one run.
 
-Usage: python bench/speed.py [--corpus DIR] [--no-readme] [--skip-big | --only-big]
+Usage: python bench/speed.py [--corpus DIR] [--no-write] [--skip-big | --only-big]
 
-Every phase runs in a fresh process (`llmzip.measure`) and reports its own peak memory;
+Every phase runs in a fresh process (`harness.measure`) and reports its own peak memory;
 the model is loaded before the clock starts, except for the start-up row, which times a
 whole `llmzip compress` of 100 bytes with the converted model cached. Run it alone: on 2
 cores anything else running changes the figures. Writes bench/results/speed.{json,md} and
-the README block between the speed-results markers.
+the docs/RESULTS.md block between the speed-results markers.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.measure import busy_neighbour, run_phase
+from harness.report import bench_arguments, machine, publish
+
 import llmzip  # noqa: F401,E402  (first: sets the thread environment before numpy loads)
-from llmzip.measure import busy_neighbour, run_phase
-from llmzip.report import bench_arguments, machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG_BYTES = 1_000_000
@@ -120,7 +121,7 @@ def main() -> None:
     text = report(rows, start_s, header)
     publish(ROOT, "speed-big" if args.only_big else "speed", text,
             {"date": date, "machine": machine(), "startup_s": start_s, "rows": rows},
-            readme=not (args.no_readme or args.only_big))
+            write=not (args.no_write or args.only_big))
     if not all(r["ok"] for r in rows):
         raise SystemExit("a round trip FAILED")
 

@@ -5,15 +5,15 @@ Usage: python bench/steps.py [--model smollm2-135m] [--rows 1 2 4 11] [--positio
 
 A decoder step feeds one token to each row (segment) being decoded; its cost sets
 decompression speed. For each thread count, row count and cached position this prints the
-fastest and the median step time, tokens per second at the fastest, and how much of the step went to the matrix products
-(`network` products object) and to attention over the cache (`kernels.attend_cached`); the
-rest is the small kernels (norms, RoPE, quantization, frequencies) and Python. Where a
-faster kernel serves a row count (`amx`, `vnni`, `avx2`, or torch's int8 matmul where
-`kernels.int8_matmul_serves`), the same step is timed with the numba kernels alone too,
-in the same run. The cache
-holds zeros: a step's cost does not depend on what the cache holds. Run it alone; on a
-shared virtual machine the fastest step is the steadier figure (medians here moved by
-30% between runs of the same code).
+fastest and the median step time, tokens per second at the fastest, and how much of the
+step went to the matrix products (the backend's step products) and to attention over the
+cache (`cpu.attention.attend_cached`); the rest is the small kernels (norms, RoPE,
+quantization, frequencies) and Python. Where a faster kernel serves a row count (`amx`,
+`vnni`, `avx2`, or torch's int8 matmul where `products.int8_matmul_serves`), the same step
+is timed with the numba tiles alone too, in the same run. The cache holds zeros: a step's
+cost does not depend on what the cache holds. The numba backend (`--device cpu`) only.
+Run it alone; on a shared virtual machine the fastest step is the steadier figure (medians
+of the same code have moved by 30% between runs).
 """
 
 from __future__ import annotations
@@ -23,11 +23,16 @@ import statistics
 import time
 
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
+
+# isort: split
 import numba
 import numpy as np
 
-from llmzip import amx, avx2, kernels, network, vnni
-from llmzip.engine import open_engine
+from llmzip.engine.exact.cpu import amx, avx2, vnni
+from llmzip.engine.exact.cpu import backend as cpu_backend
+from llmzip.engine.exact.cpu import products as kernels
+from llmzip.engine.exact.stepper import Stepper
+from llmzip.engine.factory import open_engine
 
 
 class Timed:
@@ -52,18 +57,18 @@ class Timed:
             self.seconds += time.perf_counter() - started
 
 
-ATTEND = network.attend_cached
+ATTEND = cpu_backend.attend_cached  # what the numba backend's KV cache calls
 
 
-def measure(net, rows: int, position: int, steps: int, numba_only: bool = False) -> dict:
-    stepper = network.Stepper(net, rows, 4096)
+def measure(engine, rows: int, position: int, steps: int, numba_only: bool = False) -> dict:
+    stepper = Stepper(engine.net, engine.backend, rows, 4096)
     if numba_only:
-        stepper.products = network._Tiles()
+        stepper.products = cpu_backend.TileProducts()
     ids = np.arange(rows, dtype=np.int64) + 100
     stepper.step(ids)  # first use: buffers and any compile
     stepper.pos = position
     products = stepper.products = Timed(stepper.products)
-    attention = network.attend_cached = Timed(ATTEND)
+    attention = cpu_backend.attend_cached = Timed(ATTEND)
     times = []
     for _ in range(steps):
         started = time.perf_counter()
@@ -108,8 +113,8 @@ def main() -> None:
         for rows in args.rows:
             for position in args.positions:
                 compare = fast or wide or (int8 and rows >= kernels.INT8_ROWS)
-                alone = measure(engine.net, rows, position, args.steps, True) if compare else None
-                r = measure(engine.net, rows, position, args.steps)
+                alone = measure(engine, rows, position, args.steps, True) if compare else None
+                r = measure(engine, rows, position, args.steps)
                 print(f"| {threads} | {rows} | {position:,} | {r['best_ms']:.1f} | "
                       f"{r['median_ms']:.1f} | {r['tok_s']:.0f} | "
                       f"{r['products']:.0%} | {r['attention']:.0%} |"

@@ -1,6 +1,6 @@
 """Writes service.log: 120 KB of JSON-lines records from a made-up web service, seeded.
 
-The repetitive file of issue 14's adaptation bench: fixed keys, a few dozen endpoints and
+The repetitive file of the adaptation bench: fixed keys, a few dozen endpoints and
 users, increasing timestamps, request ids and latencies that no model can know in advance.
 Run again, it writes the same bytes (random.Random(2026) and no clock).
 """

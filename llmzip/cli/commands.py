@@ -95,8 +95,9 @@ def main():
 
 
 _device = click.option("--device", default="cpu", show_default=True,
-                       help="Where the matrix products run: cpu, cuda, cuda:N or auto "
-                       "(archives are the same bytes on any device).")
+                       help="Which backend and device run the exact engine: cpu (numba), "
+                       "cuda, cuda:N, auto (a GPU where torch sees one) or torch:cpu; "
+                       "archives are the same bytes on any.")
 _recursive = click.option("-r", "--recursive", is_flag=True,
                           help="Take the files in directories, recursively (as gzip -r).")
 
