@@ -38,22 +38,26 @@ GOLDEN = Path(__file__).parent / "golden"
 
 @pytest.fixture(params=DEVICES)
 def backend(request):
-    return open_backend(request.param)
+    return open_backend(*resolve_device(request.param))
 
 
 def test_every_registered_backend_is_under_test():
     assert {resolve_device(d)[0] for d in ("cpu", "torch:cpu")} == set(BACKENDS)
 
 
+def test_auto_is_a_gpu_where_torch_sees_one_else_the_cpu_kernels():
+    assert resolve_device("auto") == (("torch", "cuda:0") if _cuda() else ("numba", "cpu"))
+
+
 @pytest.mark.parametrize("device, message", [
-    ("tpu", "unknown device 'tpu' (cpu, cuda, cuda:N, auto or torch:cpu)"),
+    ("tpu", "unknown device 'tpu' (auto, cpu, cuda, cuda:N or torch:cpu)"),
     ("cuda", "--device cuda: torch sees no CUDA device here"),
 ])
 def test_a_device_that_cannot_run_is_refused_in_one_line(device, message):
     if device == "cuda" and _cuda():
         pytest.skip("this machine has a CUDA device")
     with pytest.raises(LlmzipError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        open_backend(device)
+        resolve_device(device)
 
 
 # --- products ---------------------------------------------------------------------------------
@@ -308,3 +312,132 @@ def test_an_engine_per_device_shares_one_network(tiny_llama):
     assert (cpu.backend.name, torch_cpu.backend.name) == ("numba", "torch")
     assert open_engine(tiny_llama, None)[0].backend is cpu.backend
 
+
+
+# --- the small rules, on a torch device ---------------------------------------------------------
+
+TORCH_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    "not __import__('torch').cuda.is_available()", reason="no CUDA device"))]
+
+
+def _rows(n_rows=6, width=64, seed=0):
+    """Rows at the edges of the rules: huge and tiny, ties at .5 after scaling, zeros,
+    a negative zero, one constant row, and random ones."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_rows, width)) * np.array([1, 1e-3, 1e3, 50, 1, 1])[:n_rows, None]
+    x[0, :4] = [1e6, -1e6, 0.0, -0.0]
+    x[1] = 0.0
+    x[2, :3] = [ar.ACT_MAX, ar.ACT_MAX / 2 + 0.5, -(ar.ACT_MAX / 2 + 0.5)]  # .5 ties at scale 1
+    x[3] = 7.0
+    x[4] = rng.standard_cauchy(width)
+    return x
+
+
+@pytest.fixture(params=TORCH_DEVICES)
+def torch_device(request):
+    import torch
+    open_backend("torch", request.param)  # float32 products made exact
+    return torch.device(request.param)
+
+
+def _t(a, device):
+    import torch
+    return torch.as_tensor(np.array(a), device=device)
+
+
+def test_quantizing_and_norms_equal_the_numba_rules(torch_device):
+    from llmzip.engine.exact.device import rules as tr
+    x = _rows()
+    gain = 0.2 * np.exp(np.random.default_rng(1).random(x.shape[1]) * np.log(300))
+    gain.setflags(write=False)
+    q, s = np.empty(x.shape, np.float32), np.empty(len(x))
+    ar.quantize_rows(x, q, s)
+    tq, ts = tr.quantize(_t(x, torch_device), ar.L1_CAP)
+    assert np.array_equal(tq.cpu().numpy(), q) and np.array_equal(ts.cpu().numpy(), s)
+    for kept in (NO_GAIN, gain):
+        q, f = np.empty(x.shape, np.float32), np.empty(len(x))
+        ar.norm_quantize_rows(x, kept, 1e-6, q, f)
+        tq, tf = tr.norm_quantize(_t(x, torch_device), _t(kept, torch_device) if kept.size
+                                  else None, 1e-6)
+        assert np.array_equal(tq.cpu().numpy(), q) and np.array_equal(tf.cpu().numpy(), f)
+        h = x[::-1].copy()
+        ar.add_post_norm(h, x, kept, 1e-6)
+        got = tr.add_post_norm(_t(x[::-1], torch_device), _t(x, torch_device),
+                               _t(kept, torch_device) if kept.size else None, 1e-6)
+        assert np.array_equal(got.cpu().numpy(), h)
+    heads = x.reshape(len(x), 4, -1)
+    normed = heads.copy()
+    ar.head_norm(normed, gain[:heads.shape[-1]].copy(), 1e-6)
+    got = tr.head_norm(_t(heads, torch_device), _t(gain[:heads.shape[-1]], torch_device), 1e-6)
+    assert np.array_equal(got.cpu().numpy(), normed)
+
+
+def test_products_scaling_rope_and_the_activation_equal_the_numba_rules(torch_device):
+    from llmzip.engine.exact.device import rules as tr
+    rng = np.random.default_rng(2)
+    acc = rng.integers(-2**24 + 1, 2**24, (5, 7)).astype(np.float32)
+    row, col = rng.random(5) * 1e-3, rng.random(7) * 1e-2
+    out = np.empty(acc.shape)
+    ar.scale_products(acc, row, col, out)
+    got = tr.scale_products(_t(acc, torch_device), _t(row, torch_device), _t(col, torch_device))
+    assert np.array_equal(got.cpu().numpy(), out)
+    x = _rows().reshape(6, 2, 32)
+    cos, sin = rng.standard_normal((9, 32)), rng.standard_normal((9, 32))
+    positions = np.array([0, 8, 3, 3, 1, 7])
+    rotated = x.copy()
+    ar.rotate(rotated, positions, cos, sin)
+    got = tr.rotate(_t(x, torch_device), _t(cos[positions][:, None], torch_device),
+                    _t(sin[positions][:, None], torch_device))
+    assert np.array_equal(got.cpu().numpy(), rotated)
+    gate_up = np.concatenate([np.linspace(-20, 20, 4001)[None].repeat(2, 0),
+                              rng.standard_normal((2, 4001))], axis=1)
+    tables = tr.Tables(torch_device)
+    for gelu in (False, True):
+        got = tr.activation(_t(gate_up, torch_device), gelu, tables)
+        assert np.array_equal(got.cpu().numpy(), ar.activation(gate_up, gelu))
+
+
+def test_keys_values_and_queries_quantize_as_the_numba_rules(torch_device):
+    from llmzip.engine.exact.device import rules as tr
+    x = _rows().reshape(6, 4, 16)
+    kq, ks = np.empty(x.shape, np.int8), np.empty(x.shape[:2])
+    ar.quantize_kv(x, kq, ks)
+    tq, ts = tr.quantize_kv(_t(x, torch_device))
+    assert np.array_equal(tq.cpu().numpy(), kq) and np.array_equal(ts.cpu().numpy(), ks)
+    qq, qs = np.empty(x.shape, np.float32), np.empty(x.shape[:2])
+    ar.quantize_queries(x, qq, qs)
+    tq, ts = tr.quantize(_t(x, torch_device), ar.L1_CAP)
+    assert np.array_equal(tq.cpu().numpy(), qq) and np.array_equal(ts.cpu().numpy(), qs)
+
+
+@pytest.mark.parametrize("spread", [0.5, 40.0, 4000.0])
+def test_the_integer_softmax_fold_equals_the_numba_rule(torch_device, spread):
+    """Over a span inside a longer row: the torch rule sees -inf logits and zero scales
+    outside it, the numba rule only the span; negative, zero and tied logits."""
+    from llmzip.engine.exact.device import rules as tr
+    rng = np.random.default_rng(3)
+    n, lo, hi = 3000, 100, 2900
+    logits = rng.standard_normal(n) * spread * ar.LOGIT_STEPS
+    logits[lo:lo + 5] = [0.0, -0.0, logits[lo + 5], logits[lo + 5], -1e-300]
+    v_scale = rng.random(n) * (rng.random(n) > 0.1)
+    folded = np.empty(hi - lo)
+    scale = ar.fold_weights(logits[lo:hi].copy(), v_scale[lo:hi], ar.top_of(v_scale[lo:hi]),
+                            ar.ATTENTION_EXP, folded)
+    masked = logits.copy()
+    masked[:lo], masked[hi:] = -np.inf, -np.inf
+    vs = v_scale.copy()
+    vs[:lo], vs[hi:] = 0.0, 0.0
+    got, got_scale = tr.fold_weights(_t(masked, torch_device), _t(vs, torch_device),
+                                     tr.Tables(torch_device).attention_exp)
+    got = got.cpu().numpy()
+    assert np.array_equal(got[lo:hi], folded) and not got[:lo].any() and not got[hi:].any()
+    assert got_scale.item() == scale
+
+
+def test_frequencies_equal_the_numba_rule(torch_device):
+    from llmzip.engine.exact.device import rules as tr
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((4, 5000)) * np.array([0.01, 1, 10, 1000])[:, None]
+    logits[0, :3] = logits[0, 3]  # ties at the top
+    got = tr.frequencies(_t(logits, torch_device), tr.Tables(torch_device))
+    assert np.array_equal(got.cpu().numpy(), ar.frequencies(logits))

@@ -73,6 +73,22 @@ def test_golden_archive_is_reproduced_byte_for_byte(preset, adapt, suffix, setti
     assert Codec().decompress(blob) == original
 
 
+@pytest.mark.parametrize("preset, adapt, suffix, settings", [
+    ("smollm2-135m", "none", "", GOLDEN_SETTINGS),
+    ("smollm2-135m", "counts", "-counts", dict(segment_tokens=64, group_size=8)),
+    ("gemma3-270m", "none", "", GOLDEN_SETTINGS),  # (262k-token rows: slow on 2 cores)
+], ids=["smollm2-alone", "smollm2-adapted", "gemma3-alone"])
+def test_the_torch_backend_writes_and_reads_the_golden_archives(preset, adapt, suffix, settings):
+    """The whole network in torch (here on the CPU, as on a GPU) writes the archives the
+    numba backend wrote, byte for byte, and decodes them."""
+    if not _installed(preset):
+        pytest.skip(f"{preset} is not installed")
+    original = (GOLDEN / f"{preset}-exact-v3{suffix}.orig").read_bytes()
+    blob = Codec(preset, adapt=adapt, device="torch:cpu", **settings).compress(original)
+    assert blob == (GOLDEN / f"{preset}-exact-v3{suffix}.llmz").read_bytes()
+    assert Codec(device="torch:cpu").decompress(blob) == original
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_converted_model_keeps_no_copy_of_its_gguf(preset):
     """Gemma's GGUF comes in wheel parts, joined for the conversion: the joined copy

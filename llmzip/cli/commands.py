@@ -94,7 +94,7 @@ def main():
     """Lossless compression with a language model and a range coder."""
 
 
-_device = click.option("--device", default="cpu", show_default=True,
+_device = click.option("--device", default="auto", show_default=True,
                        help="Which backend and device run the exact engine: cpu (numba), "
                        "cuda, cuda:N, auto (a GPU where torch sees one) or torch:cpu; "
                        "archives are the same bytes on any.")

@@ -117,7 +117,7 @@ class Machine:
     threads: int | None = None  # None: all cores, tuned while decoding
     decode_memory_mb: int | None = None  # KV caches of groups decoded together (see budget)
     decode_batch: int | None = None  # at most this many segments per decoding wave
-    device: str = "cpu"  # cpu, cuda, cuda:N, auto or torch:cpu (`engine.exact.backend`)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or torch:cpu (`engine.exact.backend`)
 
     def __post_init__(self):
         _check_range("threads", self.threads, THREADS, optional=True)

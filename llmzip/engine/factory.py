@@ -15,18 +15,18 @@ from llmzip.errors import LlmzipError, ModelUnavailableError
 __all__ = ["open_engine"]
 
 
-def _exact_v3(model, device: str):
+def _exact_v3(model, backend: tuple[str, str]):
     from llmzip.engine.exact.backend import open_backend
     from llmzip.engine.exact.engine import ExactEngine
-    return ExactEngine(model, open_backend(device))
+    return ExactEngine(model, open_backend(*backend))
 
 
-def _exact_v2(model, device: str):
+def _exact_v2(model, backend: tuple[str, str]):
     from llmzip.engine.exact.v2 import LegacyEngine
     return LegacyEngine(model)
 
 
-def _float(model, device: str):
+def _float(model, backend: tuple[str, str]):
     from llmzip.engine.float import FloatEngine
     return FloatEngine(model)
 
@@ -40,12 +40,18 @@ def _loaded(model_name: str, from_archive: bool):
     return load_model(model_name, from_archive)
 
 
-@functools.lru_cache(maxsize=4)
 def open_engine(model_name: str, arithmetic: Arithmetic | None, from_archive: bool = False,
-                device: str = "cpu"):
+                device: str = "auto"):
     """(engine, model) for a model (loaded once per process): `arithmetic` None means
     exact-v3 where the architecture allows it, else float; `device` picks exact-v3's
     backend (`exact.backend.resolve_device`); other arithmetics ignore it."""
+    from llmzip.engine.exact.backend import resolve_device
+    return _opened(model_name, arithmetic, from_archive, resolve_device(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _opened(model_name: str, arithmetic: Arithmetic | None, from_archive: bool,
+            backend: tuple[str, str]):
     from llmzip.engine.exact.weights import supports
     model = _loaded(model_name, from_archive)
     if arithmetic is None:
@@ -54,6 +60,6 @@ def open_engine(model_name: str, arithmetic: Arithmetic | None, from_archive: bo
         raise LlmzipError(f"exact arithmetic does not cover the {model.architecture} "
                           f"architecture of {model_name!r}; use --arithmetic float")
     try:
-        return ENGINES[arithmetic](model, device), model
+        return ENGINES[arithmetic](model, backend), model
     except NotImplementedError as exc:
         raise ModelUnavailableError(f"{model_name!r}: {exc}; use --arithmetic float") from None

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parents[2] / "shared" / "corpus"
+CORPUS = HERE.parents[1] / "corpus"
 
 
 def _train_tokenizer(text: str, vocab_size: int, drop_bytes=()):
@@ -29,7 +29,7 @@ def _train_tokenizer(text: str, vocab_size: int, drop_bytes=()):
     tok.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if drop_bytes:  # a vocabulary without some bytes, as SmolLM2's lacks 21
-        from llmzip.tokens import _gpt2_unicode_to_byte
+        from llmzip.models.tokens import _gpt2_unicode_to_byte
         to_byte = _gpt2_unicode_to_byte()
         alphabet = [c for c in alphabet if to_byte[c] not in drop_bytes]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],

@@ -1,23 +1,26 @@
-"""The backend seam of exact-v3: what an implementation of its kernels provides, and which runs.
+"""The backend seam of exact-v3: what an implementation of the network provides, and which runs.
 
-`ExactNetwork` writes the forward once: the embedding, the small rules (`rules`: quantizing,
-norms, RoPE, the activation, frequencies, run on the host for every backend) and the order
-of everything. A backend supplies the parts that are worth a machine's own kernels, each
-bound to give exactly the reference integers, whatever its summation order:
-- products of int16-valued activations by int8 weights (`Products`): for a segment's rows
-  (the encoder), for the vocabulary head over many segments, and for a decoder step;
-- attention with the integer softmax fold of `rules`: a segment's causal attention over its
-  own keys (the encoder), and a step's over a KV cache it keeps (`KVCache`, the decoder).
+A backend computes exact-v3's frequency tables; every backend gives the same integers, so
+an archive never depends on which one wrote or reads it. It provides:
+- the engine's two entry points: `group_tables` (the encoder: a group of segments' whole
+  forward) and `stepper` (the decoder: KV-cached steps), with `kv_cache_bytes` to size a
+  decoder's waves;
+- the operations those are made of, which `tests/test_backends.py` runs on host arrays and
+  holds to the reference integers: products of int16-valued activations by int8 weights
+  (`Products`) for a segment, the head and a step; a segment's causal attention over its
+  own keys; a step's attention over a KV cache (`KVCache`);
+- the small rules (quantizing, norms, RoPE, the activation, the integer softmax fold,
+  frequencies): `rules` itself for numba; `device.rules` for torch, held to `rules`.
 
-`BACKENDS` registers them: `numba` (the CPU's kernels, `cpu.backend`) and `torch` (products
-and the encoder's attention products on a torch device, `torch_backend`). `open_backend`
-turns a `--device` into one, when an engine is opened. `tests/test_backends.py` holds every
-registered backend to the reference integers: each kernel at its extremes and on random
-inputs, the full forward against the steps, and archives byte for byte.
+`BACKENDS` registers them: `numba` (`cpu.backend`: the host forward of `ExactNetwork` over
+the CPU's kernels) and `torch` (`device.backend`: the whole network on a torch device, a GPU
+or the CPU). `resolve_device` turns a `--device` into a backend and a device, and
+`engine.factory.open_engine` opens one for each engine it opens.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
 from typing import Protocol
@@ -55,6 +58,13 @@ class Backend(Protocol):
     name: str  # the registry's key
     device: str  # where its kernels run: "cpu", "cuda:0", ...
 
+    def group_tables(self, net, segments: list[np.ndarray]):
+        """(position, {index: frequencies (n, V) int64}) for segments' inputs, chunk by
+        chunk, every chunk at the same positions in each segment still running."""
+
+    def stepper(self, net, n_rows: int, max_len: int):
+        """KV-cached steps of n_rows segments (`engine.contract.Stepper`)."""
+
     def segment_products(self, n_rows: int) -> Products: ...
 
     def head_products(self, n_rows: int, lm_head) -> Products: ...
@@ -72,9 +82,9 @@ class Backend(Protocol):
 
 BACKENDS = {  # name -> (module, class)
     "numba": ("llmzip.engine.exact.cpu.backend", "NumbaBackend"),
-    "torch": ("llmzip.engine.exact.torch_backend", "TorchBackend"),
+    "torch": ("llmzip.engine.exact.device.backend", "TorchBackend"),
 }
-DEVICES = "cpu, cuda, cuda:N, auto or torch:cpu"
+DEVICES = "auto, cpu, cuda, cuda:N or torch:cpu"
 
 
 def resolve_device(device: str) -> tuple[str, str]:
@@ -85,6 +95,8 @@ def resolve_device(device: str) -> tuple[str, str]:
         return "numba", "cpu"
     if device == "torch:cpu":
         return "torch", "cpu"
+    if device == "auto" and not _nvidia_driver():
+        return "numba", "cpu"  # decided without importing torch (a second of every run)
     if device == "auto" or device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
@@ -95,6 +107,11 @@ def resolve_device(device: str) -> tuple[str, str]:
     raise LlmzipError(f"unknown device {device!r} ({DEVICES})")
 
 
+def _nvidia_driver() -> bool:
+    """Whether this machine could have a CUDA device at all: NVIDIA's driver is loaded."""
+    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
 def _this_process_gpu(torch) -> str:
     """Under a launcher, each process of a machine takes its own GPU (LOCAL_RANK), as
     accelerate places a model; alone, the first."""
@@ -102,9 +119,9 @@ def _this_process_gpu(torch) -> str:
     return f"cuda:{local_rank % max(torch.cuda.device_count(), 1)}"
 
 
-def open_backend(device: str = "cpu") -> Backend:
-    """The backend that runs on `device` (see `resolve_device`)."""
-    name, torch_device = resolve_device(device)
+def open_backend(name: str, torch_device: str = "cpu") -> Backend:
+    """A new backend: `name` from BACKENDS, on torch_device (torch only); `resolve_device`
+    turns a `--device` into these two."""
     module, cls = BACKENDS[name]
     backend_class = getattr(importlib.import_module(module), cls)
     return backend_class(torch_device) if name == "torch" else backend_class()

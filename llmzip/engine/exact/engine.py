@@ -34,7 +34,7 @@ def model_fingerprint(digest: bytes, model) -> bytes:
 
 class ExactEngine:
     """exact-v3: integer arithmetic, the same tables on any machine, backend, thread count
-    or batch. The backend (`backend.open_backend`) is chosen when the engine is opened."""
+    or batch. The backend (`backend.open_backend`) is the engine's own, chosen when it is opened."""
 
     arithmetic = Arithmetic.EXACT_V3
     batch_invariant = True
@@ -59,15 +59,14 @@ class ExactEngine:
             yield tables[0]
 
     def group_tables(self, segments: list[list[int]]) -> Iterator[tuple[int, dict]]:
-        return self.net.group_tables([self._inputs(ids) for ids in segments], self.backend)
+        return self.backend.group_tables(self.net, [self._inputs(ids) for ids in segments])
 
     def _inputs(self, ids: list[int]) -> np.ndarray:
         """What the network reads to predict ids: the context start, then all but the last."""
         return np.array([self.context_start_id, *ids[:-1]], dtype=np.int64)
 
     def stepper(self, n_rows: int, max_len: int):
-        from llmzip.engine.exact.stepper import Stepper
-        return Stepper(self.net, self.backend, n_rows, max_len)
+        return self.backend.stepper(self.net, n_rows, max_len)
 
     def cache_bytes(self, n_rows: int, max_len: int) -> int:
         return self.backend.kv_cache_bytes(self.net, n_rows, max_len)

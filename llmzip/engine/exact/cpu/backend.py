@@ -235,6 +235,13 @@ class NumbaBackend:
     def __init__(self):
         self._forms: dict = {}  # the decoder's forms of the weights (`StepProducts`)
 
+    def group_tables(self, net, segments: list[np.ndarray]):
+        return net.group_tables(segments, self)
+
+    def stepper(self, net, n_rows: int, max_len: int):
+        from llmzip.engine.exact.stepper import Stepper
+        return Stepper(net, self, n_rows, max_len)
+
     def segment_products(self, n_rows: int):
         return BlasProducts() if n_rows >= BLAS_ROWS else TileProducts()
 

@@ -1,0 +1,254 @@
+"""The exact engine on a GPU: the CPU's archives byte for byte, and how fast, in one run.
+
+    python bench/gpu.py [--device cuda] [--text-mb 10] [--budget-s 420] [--out DIR]
+
+Made for a machine with a CUDA device and no network, lent for a few minutes: one run does
+it all within --budget-s (8 minutes by default, leaving a rerun's time), and prints and
+writes (DIR/gpu.json and gpu.md) what it measured:
+1. identity: on the committed tiny models and on a random-weight model of exactly
+   SmolLM2-135M's shapes, archives compressed on the device equal the numba backend's on
+   this machine byte for byte, and each decodes the other's; tests/golden's exact-v3
+   archives of the tiny models decode on the device;
+2. throughput on >= --text-mb MB of real text found on the machine (its Python standard
+   library's sources, concatenated): compress and decompress KB/s and tokens/s, and the
+   device's memory peak, with the random-weight SmolLM2-shaped model (the real weights do
+   not fit the 64 MiB the machine is sent; a random model's predictions cost the coder
+   more bits than the real model's, never fewer steps): where the decode would outrun
+   the budget, it is measured on the longest prefix that fits, and the table says so;
+3. corpus/alice29.txt whole, both directions, on the same model.
+--device torch:cpu runs the same script on the CPU: a dry run, with --text-mb small.
+
+On the lent machine (Python 3.12; constriction is not installed there): here, once,
+    echo /.whl/ >> .git/info/exclude
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
+        --implementation cp --platform manylinux_2_17_x86_64 -d .whl constriction==0.4.1
+then run with carry [".whl"]:
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+    PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 bench/gpu.py --out $OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from llmzip import Codec  # noqa: E402
+from llmzip.engine.factory import open_engine  # noqa: E402
+
+SMOLLM2_SHAPES = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                      vocab_size=49152, rms_norm_eps=1e-5, max_position_embeddings=8192,
+                      tie_word_embeddings=True, model_type="llama",
+                      rope_parameters={"rope_theta": 100000.0, "rope_type": "default"})
+TINY = ["tiny-llama", "tiny-gemma"]
+
+
+def stdlib_text(mb: float) -> bytes:
+    """The Python standard library's sources, sorted by path, until `mb` megabytes."""
+    chunks, size = [], 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        data = path.read_bytes()
+        chunks.append(data)
+        size += len(data)
+        if size >= mb * 1e6:
+            break
+    return b"".join(chunks)[:int(mb * 1e6)]
+
+
+def smollm2_shaped(directory: Path, text: bytes, seed: int = 0) -> Path:
+    """A Llama of SmolLM2-135M's shapes with random weights (seeded) and a byte-level BPE
+    of up to 49,152 tokens trained on `text`: the real model's work per token."""
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=SMOLLM2_SHAPES["vocab_size"],
+                                  special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator([text[:4_000_000].decode("utf-8", "replace")], trainer)
+    tok.save(str(directory / "tokenizer.json"))
+    c = dict(SMOLLM2_SHAPES, bos_token_id=0, eos_token_id=0)
+    (directory / "config.json").write_text(json.dumps(c))
+    rng = np.random.default_rng(seed)
+    d, f, hd = c["hidden_size"], c["intermediate_size"], c["head_dim"]
+    nq, nkv = c["num_attention_heads"], c["num_key_value_heads"]
+
+    def w(*shape):
+        return (rng.standard_normal(shape, np.float32) * 0.02).astype(np.float32)
+
+    state = {"model.embed_tokens.weight": w(c["vocab_size"], d),
+             "model.norm.weight": np.ones(d, np.float32)}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        state.update({p + "self_attn.q_proj.weight": w(nq * hd, d),
+                      p + "self_attn.k_proj.weight": w(nkv * hd, d),
+                      p + "self_attn.v_proj.weight": w(nkv * hd, d),
+                      p + "self_attn.o_proj.weight": w(d, nq * hd),
+                      p + "mlp.gate_proj.weight": w(f, d), p + "mlp.up_proj.weight": w(f, d),
+                      p + "mlp.down_proj.weight": w(d, f),
+                      p + "input_layernorm.weight": np.ones(d, np.float32),
+                      p + "post_attention_layernorm.weight": np.ones(d, np.float32)})
+    save_file(state, str(directory / "model.safetensors"))
+    return directory
+
+
+class Clock:
+    def __init__(self, budget_s: float):
+        self.start, self.budget_s = time.perf_counter(), budget_s
+
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.start)
+
+
+def timed(fn, *args):
+    started = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - started
+
+
+def identity(model: str, device: str, texts: dict[str, bytes], settings: dict) -> list[dict]:
+    """Each text compressed by numba and on the device: equal bytes, and each decodes
+    the other's."""
+    rows = []
+    for name, data in texts.items():
+        cpu = Codec(model, device="cpu", **settings).compress(data)
+        dev = Codec(model, device=device, **settings).compress(data)
+        rows.append({"model": Path(model).name, "text": name, "bytes": len(data),
+                     "archive_bytes": len(dev), "identical": cpu == dev,
+                     "device_decodes_cpu": Codec(model, device=device).decompress(cpu) == data,
+                     "cpu_decodes_device": Codec(model, device="cpu").decompress(dev) == data})
+        print(f"identity {rows[-1]}", flush=True)
+    return rows
+
+
+def golden(device: str) -> list[dict]:
+    rows, here = [], ROOT / "tests"
+    for name in TINY:
+        for suffix in ("", "-counts", "-counts-copies"):
+            blob = (here / "golden" / f"{name}-exact-v3{suffix}.llmz").read_bytes()
+            want = (here / "golden" / f"{name}-exact-v3{suffix}.orig").read_bytes()
+            got = Codec(str(here / "models" / name), device=device).decompress(blob)
+            rows.append({"golden": f"{name}-exact-v3{suffix}", "decodes": got == want})
+    print(f"golden {rows}", flush=True)
+    return rows
+
+
+def memory_peak_mb(device: str) -> float | None:
+    import torch
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return None
+
+
+def throughput(model: str, device: str, name: str, data: bytes, clock: Clock) -> dict:
+    """Compress `data` whole on the device; decompress it, or, where the decode would
+    outrun the budget (timed on a prefix first), the longest prefix that fits."""
+    import torch
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    codec = Codec(model, device=device).load()
+    (blob, stats), compress_s = timed(codec.compress_with_stats, data)
+    row = {"text": name, "bytes": len(data), "tokens": stats.n_tokens,
+           "archive_bytes": len(blob), "bpb": 8 * len(blob) / len(data),
+           "compress_s": compress_s, "compress_kb_s": len(data) / 1e3 / compress_s,
+           "compress_tok_s": stats.n_tokens / compress_s}
+    probe = data[:max(len(data) // 40, 1)]
+    probe_blob = codec.compress(probe)
+    _, probe_s = timed(codec.decompress, probe_blob)
+    whole_s = probe_s * len(data) / len(probe)  # waves: a longer file decodes no slower per byte
+    decoded = data if whole_s < 0.8 * clock.left() else \
+        data[:int(len(data) * 0.8 * clock.left() / max(whole_s, 1e-9))]
+    if len(decoded) < len(data):
+        blob = codec.compress(decoded)
+    restored, decompress_s = timed(codec.decompress, blob)
+    row.update({"decompressed_bytes": len(decoded), "round_trip": restored == decoded,
+                "decompress_s": decompress_s,
+                "decompress_kb_s": len(decoded) / 1e3 / decompress_s,
+                "decompress_tok_s": stats.n_tokens * len(decoded) / len(data) / decompress_s,
+                "memory_peak_mb": memory_peak_mb(device)})
+    print(f"throughput {row}", flush=True)
+    return row
+
+
+def report(result: dict) -> str:
+    lines = [f"Measured on {result['device_name']} (`--device {result['device']}`), torch "
+             f"{result['torch']}; `bench/gpu.py`, model: {result['model']}.", "",
+             "| text | bytes | tokens | bits/byte | compress KB/s | tok/s | decompress KB/s "
+             "| tok/s | decoded bytes | GPU memory peak MB | round trip |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in result["throughput"]:
+        peak = f"{r['memory_peak_mb']:,.0f}" if r["memory_peak_mb"] is not None else ""
+        lines.append(f"| {r['text']} | {r['bytes']:,} | {r['tokens']:,} | {r['bpb']:.3f} | "
+                     f"{r['compress_kb_s']:,.1f} | {r['compress_tok_s']:,.0f} | "
+                     f"{r['decompress_kb_s']:,.1f} | {r['decompress_tok_s']:,.0f} | "
+                     f"{r['decompressed_bytes']:,} | {peak} | "
+                     f"{'ok' if r['round_trip'] else 'FAILED'} |")
+    same = all(r["identical"] and r["device_decodes_cpu"] and r["cpu_decodes_device"]
+               for r in result["identity"])
+    lines += ["", f"Identity with the numba backend ({len(result['identity'])} archives): "
+              f"{'byte for byte, each decoding the other' if same else 'FAILED'}; golden "
+              f"archives: {'all decode' if all(g['decodes'] for g in result['golden']) else 'FAILED'}."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--text-mb", type=float, default=10.0)
+    parser.add_argument("--budget-s", type=float, default=420.0)
+    parser.add_argument("--identity-bytes", type=int, default=20000,
+                        help="text compressed by both backends with the SmolLM2-shaped model")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = parser.parse_args()
+    import torch
+    clock = Clock(args.budget_s)
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    corpus = ROOT / "corpus"
+    text = stdlib_text(args.text_mb)
+    slices = {"alice29.txt[:3000]": (corpus / "alice29.txt").read_bytes()[:3000],
+              "argparse.py[:3000]": (corpus / "argparse.py").read_bytes()[:3000]}
+    result = {"device": args.device, "device_name": device_name, "torch": torch.__version__,
+              "model": "random weights of SmolLM2-135M's shapes (seed 0), a BPE of up to "
+                       "49,152 tokens trained on the text"}
+    result["identity"] = [row for name in TINY for row in identity(
+        str(ROOT / "tests" / "models" / name), args.device, slices,
+        dict(segment_tokens=128, group_size=4))]
+    result["golden"] = golden(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = str(smollm2_shaped(Path(tmp), text))
+        open_engine(model, None, device=args.device)  # quantized once, outside the timings
+        n = args.identity_bytes
+        result["identity"] += identity(model, args.device, {f"stdlib[:{n}]": text[:n]},
+                                       dict(segment_tokens=512, group_size=4))
+        result["throughput"] = [throughput(model, args.device, f"stdlib ({len(text):,} bytes)",
+                                           text, clock)]
+        alice = (corpus / "alice29.txt").read_bytes()
+        if clock.left() > 30:
+            result["throughput"].append(throughput(model, args.device, "alice29.txt", alice,
+                                                   clock))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu.json").write_text(json.dumps(result, indent=1))
+    text_report = report(result)
+    (args.out / "gpu.md").write_text(text_report + "\n")
+    print(text_report)
+    ok = all(r["identical"] and r["device_decodes_cpu"] and r["cpu_decodes_device"]
+             for r in result["identity"]) and all(g["decodes"] for g in result["golden"]) \
+        and all(r["round_trip"] for r in result["throughput"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
