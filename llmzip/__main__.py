@@ -2,4 +2,4 @@
 
 from llmzip.cli.commands import main
 
-main()
+main(prog_name="llmzip")

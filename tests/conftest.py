@@ -129,3 +129,39 @@ def codecs():
             made[key] = Codec(model, **settings)
         return made[key]
     return get
+
+
+# --- what the engine tests share -----------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+
+RNG = np.random.default_rng(0)
+ADVERSARIAL_ROWS = {  # before quantizing: rows that reach the activation bounds
+    "flat": np.ones(2048),
+    "one spike": np.r_[1e6, np.ones(2047) * 1e-3],
+    "alternating": np.tile([1.0, -1.0], 1024),
+    "gaussian": RNG.standard_normal(2048),
+    "heavy tail": RNG.standard_cauchy(2048),
+}
+
+
+def alice_ids(model, n: int = 80, offset: int = 0) -> list[int]:
+    """n token ids of alice29 from `offset` (80: longer than the tiny Gemma's window)."""
+    return model.tokenizer.encode(corpus_file("alice29.txt")[offset:offset + 4 * n])[:n]
+
+
+def full_tables(engine, ids) -> np.ndarray:
+    """The encoder's tables for every position of a segment."""
+    return np.concatenate(list(engine.full_tables(ids)))
+
+
+def stepped_tables(engine, sequences) -> np.ndarray:
+    """The decoder's tables for every position of each sequence, rows stepped together:
+    (rows, T, V)."""
+    stepper = engine.stepper(len(sequences), len(sequences[0]))
+    inputs = np.full(len(sequences), engine.context_start_id)
+    out = []
+    for t in range(len(sequences[0])):
+        out.append(stepper.step(inputs))
+        inputs = np.array([s[t] for s in sequences])
+    return np.stack(out, axis=1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import corpus_file
+from conftest import ADVERSARIAL_ROWS, alice_ids, corpus_file, full_tables, stepped_tables
 
 from llmzip import Codec
 from llmzip.engine.exact import rules as ar
@@ -62,13 +62,6 @@ def test_a_device_that_cannot_run_is_refused_in_one_line(device, message):
 
 # --- products ---------------------------------------------------------------------------------
 
-ADVERSARIAL_ROWS = {  # before quantizing: rows that reach the activation bounds
-    "flat": np.ones(2048),
-    "one spike": np.r_[1e6, np.ones(2047) * 1e-3],
-    "alternating": np.tile([1.0, -1.0], 1024),
-    "gaussian": RNG.standard_normal(2048),
-    "heavy tail": RNG.standard_cauchy(2048),
-}
 
 
 def _extreme_operands(row: np.ndarray, n_rows: int, n_out: int):
@@ -222,23 +215,7 @@ def test_cached_attention_equals_the_segment_attention_step_by_step(request, bac
 N_TOKENS = 80  # longer than the tiny Gemma's 16-token sliding window
 
 
-def _ids(model, n=N_TOKENS, offset=0):
-    return model.tokenizer.encode(corpus_file("alice29.txt")[offset:offset + 4 * n])[:n]
 
-
-def _full(engine, ids):
-    return np.concatenate(list(engine.full_tables(ids)))
-
-
-def _stepped(engine, sequences):
-    """Tables of every position of each sequence, rows stepped together, (rows, T, V)."""
-    stepper = engine.stepper(len(sequences), len(sequences[0]))
-    inputs = np.full(len(sequences), engine.context_start_id)
-    out = []
-    for t in range(len(sequences[0])):
-        out.append(stepper.step(inputs))
-        inputs = np.array([s[t] for s in sequences])
-    return np.stack(out, axis=1)
 
 
 @pytest.fixture(params=["tiny_llama", "tiny_gemma"])
@@ -253,31 +230,31 @@ def test_full_forward_equals_steps_and_the_numba_backend(model_name, device):
     engine = open_engine(model_name, None, device=device)[0]
     assert engine.backend.device == resolve_device(device)[1]
     ids = model.tokenizer.encode(corpus_file("alice29.txt")[:1500])[:300]
-    full = _full(engine, ids)
-    assert np.array_equal(full, _stepped(engine, [ids])[0])
-    assert np.array_equal(full, _full(reference, ids))
+    full = full_tables(engine, ids)
+    assert np.array_equal(full, stepped_tables(engine, [ids])[0])
+    assert np.array_equal(full, full_tables(reference, ids))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_row_gets_the_same_tables_alone_or_with_seven_others(model_name, device):
     engine, model = open_engine(model_name, None, device=device)
-    sequences = [_ids(model, 40, offset=1000 * i) for i in range(8)]
-    together = _stepped(engine, sequences)
+    sequences = [alice_ids(model, 40, offset=1000 * i) for i in range(8)]
+    together = stepped_tables(engine, sequences)
     for i in (0, 5):
-        assert np.array_equal(together[i], _stepped(engine, [sequences[i]])[0])
-        assert np.array_equal(together[i], _full(engine, sequences[i]))
+        assert np.array_equal(together[i], stepped_tables(engine, [sequences[i]])[0])
+        assert np.array_equal(together[i], full_tables(engine, sequences[i]))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_rows_that_end_early_leave_the_others_unchanged(tiny_llama, device):
     engine, model = open_engine(tiny_llama, None, device=device)
-    long, short = _ids(model, 30), _ids(model, 12, offset=500)
+    long, short = alice_ids(model, 30), alice_ids(model, 12, offset=500)
     stepper = engine.stepper(2, 30)
     inputs, tables = np.array([engine.context_start_id] * 2), []
     for t in range(30):
         tables.append(stepper.step(inputs)[0])
         inputs = np.array([long[t], short[t]]) if t + 1 < len(short) else np.array([long[t]])
-    assert np.array_equal(np.stack(tables), _full(engine, long))
+    assert np.array_equal(np.stack(tables), full_tables(engine, long))
 
 
 @pytest.mark.parametrize("device", DEVICES[1:])

@@ -59,7 +59,8 @@ def test_markdown_and_csv_formats(tiny_llama, tmp_path):
     md = run("bench", src, "-m", tiny_llama, "--plot", tmp_path / "chart.png")
     assert md.exit_code == 0, md.stderr
     lines = md.stdout.strip().splitlines()
-    assert lines[0].startswith("| file | bytes | compressor | compressed | bits/byte | model CE")
+    assert lines[0].startswith("| file | bytes | compressor | compressed (bytes) | bits/byte | "
+                               "model cross-entropy (bits/byte) | coder overhead (%) |")
     assert len(lines) == 2 + 6 and all(line.count("|") == lines[0].count("|") for line in lines)
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = run("bench", src, "-m", tiny_llama, "--format", "csv").stdout

@@ -11,7 +11,7 @@ import time
 import numba
 import numpy as np
 import pytest
-from conftest import corpus_file
+from conftest import ADVERSARIAL_ROWS, RNG, alice_ids, full_tables, stepped_tables
 
 from llmzip.codec.lockstep import ThreadTuner
 from llmzip.engine.exact import rules as ar
@@ -21,32 +21,14 @@ from llmzip.engine.exact.cpu import backend as numba_backend
 from llmzip.engine.exact.cpu import products as kernels
 from llmzip.engine.factory import open_engine
 
-RNG = np.random.default_rng(0)
-
 
 @pytest.fixture(params=["tiny_llama", "tiny_gemma"])
 def engine_and_model(request):
     return open_engine(request.getfixturevalue(request.param), None)
 
 
-def _ids(model, n=80, offset=0):
-    return model.tokenizer.encode(corpus_file("alice29.txt")[offset:offset + 4 * n])[:n]
 
 
-def _full(engine, ids):
-    return np.concatenate(list(engine.full_tables(ids)))
-
-
-
-def _stepped(engine, sequences):
-    """Tables of every position of each sequence, rows stepped together, (rows, T, V)."""
-    stepper = engine.stepper(len(sequences), len(sequences[0]))
-    inputs = np.full(len(sequences), engine.context_start_id)
-    out = []
-    for t in range(len(sequences[0])):
-        out.append(stepper.step(inputs))
-        inputs = np.array([s[t] for s in sequences])
-    return np.stack(out, axis=1)
 
 
 def _kernels(engine, rows, max_len=30):
@@ -55,25 +37,18 @@ def _kernels(engine, rows, max_len=30):
     return {k.name for k in products.kernels} | ({"int8"} if products.int8 else set())
 
 
-ADVERSARIAL_ROWS = {
-    "flat": np.ones(2048),
-    "one spike": np.r_[1e6, np.ones(2047) * 1e-3],
-    "alternating": np.tile([1.0, -1.0], 1024),
-    "gaussian": RNG.standard_normal(2048),
-    "heavy tail": RNG.standard_cauchy(2048),
-}
 
 
 @pytest.mark.threads
 def test_one_and_two_threads_give_identical_tables(engine_and_model):
     engine, model = engine_and_model
-    ids = _ids(model)
+    ids = alice_ids(model)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = _full(engine, ids), _stepped(engine, [ids])
+        one = full_tables(engine, ids), stepped_tables(engine, [ids])
         numba.set_num_threads(2)
-        two = _full(engine, ids), _stepped(engine, [ids])
+        two = full_tables(engine, ids), stepped_tables(engine, [ids])
     finally:
         numba.set_num_threads(before)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
@@ -170,15 +145,15 @@ def test_int8_matmul_decoder_gives_the_tiles_tables(tiny_llama, monkeypatch):
         pytest.skip("torch's int8 matmul is not exact on this CPU: tiles only")
     monkeypatch.setattr(numba_backend, "int8_matmul_serves", lambda: True)
     engine, model = open_engine(tiny_llama, None)
-    sequences = [_ids(model, 30, offset=700 * i) for i in range(kernels.INT8_ROWS + 1)]
+    sequences = [alice_ids(model, 30, offset=700 * i) for i in range(kernels.INT8_ROWS + 1)]
     for module in (amx, avx2):  # (AMX would serve these rows; AVX2 the tiles' share)
         monkeypatch.setattr(module, "available", lambda: False)
     assert len(sequences) > vnni.MAX_ROWS  # (fewer rows would go to VNNI where it serves)
     assert engine.stepper(len(sequences), 30).products.int8
-    with_int8 = _stepped(engine, sequences)
+    with_int8 = stepped_tables(engine, sequences)
     monkeypatch.setattr(numba_backend, "int8_matmul_serves", lambda: False)
     assert not engine.stepper(len(sequences), 30).products.int8
-    assert np.array_equal(with_int8, _stepped(engine, sequences))
+    assert np.array_equal(with_int8, stepped_tables(engine, sequences))
 
 
 needs_vnni = pytest.mark.skipif(not vnni.available(), reason="no AVX-512 VNNI on this CPU")
@@ -209,13 +184,13 @@ def test_vnni_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
     """A decoder of up to MAX_ROWS rows multiplies by VNNI where it serves (the tiny
     model's widths are multiples of 64): its tables equal the numba kernels', row for row."""
     engine, model = open_engine(tiny_llama, None)
-    sequences = [_ids(model, 30, offset=700 * i) for i in range(3)]
+    sequences = [alice_ids(model, 30, offset=700 * i) for i in range(3)]
     assert "vnni" in _kernels(engine, 3, 30)
-    with_vnni = _stepped(engine, sequences)
+    with_vnni = stepped_tables(engine, sequences)
     for module in (vnni, avx2):
         monkeypatch.setattr(module, "available", lambda: False)
     assert "vnni" not in _kernels(engine, 3, 30)
-    assert np.array_equal(with_vnni, _stepped(engine, sequences))
+    assert np.array_equal(with_vnni, stepped_tables(engine, sequences))
 
 
 needs_avx2 = pytest.mark.skipif(not avx2.available(), reason="no AVX2 on this CPU")
@@ -250,12 +225,12 @@ def test_avx2_decoder_gives_the_numba_tables(tiny_llama, monkeypatch, rows):
         monkeypatch.setattr(module, "available", lambda: False)
     monkeypatch.setattr(numba_backend, "int8_matmul_serves", lambda: False)
     engine, model = open_engine(tiny_llama, None)
-    sequences = [_ids(model, 30, offset=700 * i) for i in range(rows)]
+    sequences = [alice_ids(model, 30, offset=700 * i) for i in range(rows)]
     assert "avx2" in _kernels(engine, rows, 30)
-    with_avx2 = _stepped(engine, sequences)
+    with_avx2 = stepped_tables(engine, sequences)
     monkeypatch.setattr(avx2, "available", lambda: False)
     assert "avx2" not in _kernels(engine, rows, 30)
-    assert np.array_equal(with_avx2, _stepped(engine, sequences))
+    assert np.array_equal(with_avx2, stepped_tables(engine, sequences))
 
 
 needs_amx = pytest.mark.skipif(not amx.available(), reason="no AMX tiles in this process")
@@ -290,14 +265,14 @@ def test_amx_decoder_gives_the_numba_tables(tiny_llama, monkeypatch):
     engine, model = open_engine(tiny_llama, None)
     assert "amx" not in _kernels(engine, 9, 30)
     monkeypatch.setattr(amx, "MIN_STEPS", 30)
-    sequences = [_ids(model, 30, offset=500 * i) for i in range(9)]
+    sequences = [alice_ids(model, 30, offset=500 * i) for i in range(9)]
     assert "amx" in _kernels(engine, 9, 30)
-    with_amx = _stepped(engine, sequences)
+    with_amx = stepped_tables(engine, sequences)
     for module in (amx, vnni, avx2):
         monkeypatch.setattr(module, "available", lambda: False)
     monkeypatch.setattr(numba_backend, "int8_matmul_serves", lambda: False)
     assert _kernels(engine, 9) == {"dots"}
-    assert np.array_equal(with_amx, _stepped(engine, sequences))
+    assert np.array_equal(with_amx, stepped_tables(engine, sequences))
 
 
 @pytest.mark.parametrize("groups", [1, 2, 3, 4])

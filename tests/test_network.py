@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import corpus_file
+from conftest import alice_ids, full_tables
 
 from llmzip.engine.factory import open_engine
 
@@ -14,19 +14,13 @@ def engine_and_model(request):
     return open_engine(request.getfixturevalue(request.param), None)
 
 
-def _ids(model, n=80, offset=0):
-    return model.tokenizer.encode(corpus_file("alice29.txt")[offset:offset + 4 * n])[:n]
-
-
-def _full(engine, ids):
-    return np.concatenate(list(engine.full_tables(ids)))
 
 
 def test_exact_cross_entropy_is_within_half_a_percent_of_the_float_model(engine_and_model):
     import torch
     engine, model = engine_and_model
-    ids = _ids(model, 200)
-    freqs = _full(engine, ids)
+    ids = alice_ids(model, 200)
+    freqs = full_tables(engine, ids)
     exact_bits = -np.log2(freqs[np.arange(len(ids)), ids] / freqs.sum(axis=1)).sum()
     with torch.no_grad():
         logits = model.hf_model()(torch.tensor([[engine.context_start_id] + ids[:-1]])).logits[0]

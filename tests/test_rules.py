@@ -8,20 +8,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import ADVERSARIAL_ROWS, RNG
 
 from llmzip.engine.exact import rules as ar
 from llmzip.engine.exact.tables import exp_table, grown, persisted, rope_table, sigmoid_table
 from llmzip.engine.exact.weights import NO_GAIN, _quantize
-
-RNG = np.random.default_rng(0)
-
-ADVERSARIAL_ROWS = {
-    "flat": np.ones(2048),
-    "one spike": np.r_[1e6, np.ones(2047) * 1e-3],
-    "alternating": np.tile([1.0, -1.0], 1024),
-    "gaussian": RNG.standard_normal(2048),
-    "heavy tail": RNG.standard_cauchy(2048),
-}
 
 
 @pytest.mark.parametrize("row", ADVERSARIAL_ROWS.values(), ids=ADVERSARIAL_ROWS.keys())

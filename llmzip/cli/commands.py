@@ -26,6 +26,7 @@ from llmzip.cli.failures import (
     errors_to_exit_codes,
     team_prefix,
 )
+from llmzip.cli.habits import gzip_style
 from llmzip.cli.outputs import (
     SUFFIX,
     archive_name,
@@ -37,7 +38,7 @@ from llmzip.cli.outputs import (
     read_input,
     write_atomically,
 )
-from llmzip.cli.progress import BenchProgress, ProgressBar, duration, show_progress
+from llmzip.cli.progress import BenchProgress, Phases, ProgressBar, duration, show_progress
 from llmzip.errors import LlmzipError
 
 # --- interruption ----------------------------------------------------------------------------
@@ -57,7 +58,7 @@ class _Llmzip(click.Group):
 
     def parse_args(self, ctx, args):
         with errors_to_exit_codes():
-            return super().parse_args(ctx, args)
+            return super().parse_args(ctx, gzip_style(args, self.commands))
 
     def invoke(self, ctx):
         with errors_to_exit_codes():
@@ -89,9 +90,13 @@ def _with_common(func):
 
 
 @click.group(cls=_Llmzip, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="llmzip")
+@click.version_option(__version__, "-V", "--version", prog_name="llmzip")
 def main():
-    """Lossless compression with a language model and a range coder."""
+    """Lossless compression with a language model and a range coder.
+
+    gzip's and xz's habits work too: `llmzip FILE` compresses, -d decompresses, -t tests,
+    -l lists, -c writes to standard output, -k keeps (the default), --rm removes inputs,
+    -1 .. -9 set the level, and short flags join (-dc)."""
 
 
 _device = click.option("--device", default="auto", show_default=True,
@@ -100,6 +105,47 @@ _device = click.option("--device", default="auto", show_default=True,
                        "archives are the same bytes on any.")
 _recursive = click.option("-r", "--recursive", is_flag=True,
                           help="Take the files in directories, recursively (as gzip -r).")
+
+
+LEVELS = {1: 256, 2: 512, 3: 1024, 4: 1536, 5: 2048, 6: 4096, 7: 6144, 8: 8192, 9: 16384}
+# level -> the longest segment, in tokens (docs/CLI.md says what each costs and buys)
+
+
+def _levels(func):
+    """-1 .. -9, as gzip's; 6 is the default."""
+    for n in reversed(LEVELS):
+        func = click.option(f"-{n}", "level", flag_value=n,
+                            help=f"Segments of up to {LEVELS[n]:,} tokens." if n in (1, 6, 9)
+                            else None, hidden=n not in (1, 6, 9))(func)
+    return func
+
+
+_keep_options = [
+    click.option("-k", "--keep", is_flag=True, help="Keep the input files (the default)."),
+    click.option("--rm", "remove", is_flag=True,
+                 help="Remove each input once its output is written and verified."),
+]
+
+
+def _with_keep(func):
+    for option in reversed(_keep_options):
+        func = option(func)
+    return func
+
+
+def _removing(remove: bool, to_stdout: bool, names: list[str]) -> bool:
+    """--rm applies to files written to files, as gzip's: never to standard input or -c."""
+    if remove and (to_stdout or "-" in names):
+        raise click.UsageError("--rm removes inputs only when each one's output is a file")
+    return remove
+
+
+def _remove_verified(name: str, target: Path, data: bytes, codec, log) -> None:
+    """Remove an input after its archive, read back from the disk, decodes to its bytes."""
+    if codec.decompress(target.read_bytes()) != data:
+        raise Fail(f"{target}: does not decode to {name}; {name} is kept")
+    Path(name).unlink()
+    log.say(f"{name}: removed (its archive decodes to it)")
 
 
 class _Team:
@@ -113,9 +159,19 @@ class _Team:
 
     def jobs(self, names, one_stream: bool):
         """This process's jobs, in order; after the last, it waits for the team to finish."""
-        from llmzip.parallel.jobs import plan
-        yield from [j for j in plan(names, self.team.size, one_stream) if j.mine(self.team.rank)]
+        yield from self.planned(names, one_stream)
         self.team.close()
+
+    def planned(self, names, one_stream: bool) -> list:
+        from llmzip.parallel.jobs import plan
+        return [j for j in plan(names, self.team.size, one_stream) if j.mine(self.team.rank)]
+
+    def check_targets(self, names, one_stream: bool, targets: dict, force: bool,
+                      needed=lambda name: 1) -> None:
+        """Every output this process will write, checked before the first file's work."""
+        for job in self.planned(names, one_stream):
+            target = targets[job.name]
+            self.check_target(job, target, force, needed(job.name) if target else 0)
 
     def codec(self, job):
         from llmzip.parallel.jobs import SHARED
@@ -124,18 +180,19 @@ class _Team:
     def writer(self, job) -> bool:
         return job.writer(self.team.rank)
 
-    def check_target(self, job, target, force) -> None:
+    def check_target(self, job, target, force, needed_bytes: int = 1) -> None:
         """Before any work; for a shared file every process learns the writer's verdict."""
         from llmzip.parallel.jobs import SHARED
         def check():
             if self.writer(job):
-                check_target(job.name, target, force)
+                check_target(job.name, target, force, needed_bytes)
         self.team.agree(check) if job.owner == SHARED else check()
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @_with_common
+@_with_keep
 @_recursive
 @_device
 @click.option("-m", "--model", default=None, help="Preset, .gguf file, model directory or "
@@ -143,8 +200,10 @@ class _Team:
 @click.option("--arithmetic", type=click.Choice(["exact", "float"]), default=None,
               help="exact: decodes on any machine (default where supported); float: only "
               "with the same torch, CPU and threads.")
-@click.option("--segment-tokens", type=click.IntRange(16, 8192), default=4096, show_default=True,
-              help="Longest context; longer compresses better, decodes slower.")
+@click.option("--segment-tokens", type=click.IntRange(16, 16384), default=None,
+              help="Longest context; longer compresses better, decodes slower (default 4096, "
+              "level 6).")
+@_levels
 @click.option("--group-size", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Segments decoded side by side (decoder memory with the default model: "
               "~13 MB per segment per 1,000 tokens).")
@@ -156,21 +215,29 @@ class _Team:
               "back, or 4 KB or more (such an archive is format version 4, which llmzip "
               "before copies cannot read).")
 def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive, device, model,
-             arithmetic, segment_tokens, group_size, adapt, copies):
-    """Compress FILES to FILE.llmz (- reads standard input).
+             arithmetic, segment_tokens, level, group_size, adapt, copies, keep, remove):
+    """Compress FILES to FILE.llmz (- reads standard input); `llmzip FILE` does too.
 
     With -c, the archives go to standard output back to back, as gzip's members do: that
-    stream decompresses to the files' contents, in order."""
+    stream decompresses to the files' contents, in order. Levels -1 to -9 set the longest
+    segment (see --segment-tokens): lower levels decode faster, higher ones compress more."""
     from llmzip.codec.codec import Codec
     from llmzip.parallel.jobs import expand
-    run = _Team(lambda team: Codec(model, team, arithmetic=arithmetic, threads=threads,
-                                   segment_tokens=segment_tokens, group_size=group_size,
-                                   adapt=adapt, copies=copies, device=device))
+    if segment_tokens and level:
+        raise click.UsageError("give a level or --segment-tokens, not both")
+    log = Phases(verbose and not quiet)
+    run = _Team(lambda team: Codec(model, team, log=log, arithmetic=arithmetic,
+                                   threads=threads, group_size=group_size, adapt=adapt,
+                                   segment_tokens=segment_tokens or LEVELS[level or 6],
+                                   copies=copies, device=device))
     names = expand(files, recursive, lambda p: not p.name.endswith(SUFFIX))
     targets = dict(output_paths(names, output, to_stdout, archive_name))
-    for job in run.jobs(names, one_stream=to_stdout or bool(output)):
-        run.check_target(job, targets[job.name], force)
+    remove = _removing(remove, to_stdout, names)
+    one_stream = to_stdout or bool(output)
+    run.check_targets(names, one_stream, targets, force)
+    for job in run.jobs(names, one_stream):
         data = read_input(job.name)
+        log.start(job.name, "compressing", len(data))
         bar = ProgressBar("compress", show_progress(quiet) and run.writer(job), 3.6)
         try:
             archive, stats = run.codec(job).compress_with_stats(data, progress=bar)
@@ -178,8 +245,11 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
             bar.close()
         if run.writer(job):
             emit(archive, job.name, targets[job.name], force, binary=True)
+            log.end(job.name, "compressed", len(data), stats.elapsed_s)
             if not quiet:
                 click.echo(_compress_summary(job.name, stats, verbose), err=True)
+            if remove:
+                _remove_verified(job.name, targets[job.name], data, run.codec(job), log)
 
 
 def _compress_summary(name: str, s, verbose: bool) -> str:
@@ -188,16 +258,30 @@ def _compress_summary(name: str, s, verbose: bool) -> str:
     line = f"{name}: {s.original_bytes:,} -> {s.archive_bytes:,} bytes ({s.bpb:.3f} bits/byte"
     if s.n_tokens:
         line += (f"; model cross-entropy {s.xent_bpb:.3f} bits/byte, coder overhead "
-                 f"{s.overhead_pct:+.2f}%) in {duration(s.elapsed_s)}"
+                 f"{s.overhead_pct:+.2f}%, framing {s.framing_bytes:,} bytes) in "
+                 f"{duration(s.elapsed_s)}"
                  + (f" ({duration(s.load_s)} loading the model)" if s.load_s >= 1 else "")
                  + f", {s.tok_per_s:.0f} tok/s")
     else:
-        line += ")"
+        line += f"; framing {s.framing_bytes:,} bytes)"
     if verbose:
         parts = ", ".join(f"{k} {v:,} B" for k, v in s.blocks.items())
         line += f"\n  model {s.model or '-'} ({s.arithmetic or '-'}), {s.n_tokens:,} tokens; " \
                 f"blocks: {parts or 'none'}"
     return line
+
+
+def _declared_size(name: str) -> int:
+    """The original size an archive's header declares (members added), read before any
+    work to check that its output fits; a damaged header declares nothing (decoding then
+    says what is wrong with it)."""
+    from llmzip.container import describe, split_members
+    if name == "-":  # standard input is read once, to decode it
+        return 0
+    try:
+        return sum(describe(m)["original_bytes"] for m in split_members(read_input(name)))
+    except LlmzipError:
+        return 0
 
 
 def _decompress_one(name: str, codec, show: bool) -> tuple[bytes | None, float]:
@@ -230,9 +314,9 @@ def _with_decoding(func):
     return func
 
 
-def _decoders(model, threads, batch, memory, device) -> _Team:
+def _decoders(model, threads, batch, memory, device, log=None) -> _Team:
     from llmzip.codec.codec import Codec
-    return _Team(lambda team: Codec(model, team, threads=threads, decode_batch=batch,
+    return _Team(lambda team: Codec(model, team, log=log, threads=threads, decode_batch=batch,
                                     decode_memory_mb=memory, device=device))
 
 
@@ -244,32 +328,43 @@ def _archives(files, recursive) -> list[str]:
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @_with_common
+@_with_keep
 @_with_decoding
-def decompress(files, output, to_stdout, force, threads, quiet, verbose, model, batch, memory,
-               recursive, device):
-    """Decompress FILE.llmz to FILE, checking its checksum."""
-    run = _decoders(model, threads, batch, memory, device)
+def decompress(files, output, to_stdout, force, threads, quiet, verbose, keep, remove, model,
+               batch, memory, recursive, device):
+    """Decompress FILE.llmz to FILE, checking its checksum; `llmzip -d` does too."""
+    log = Phases(verbose and not quiet)
+    run = _decoders(model, threads, batch, memory, device, log)
     names = _archives(files, recursive)
     targets = dict(output_paths(names, output, to_stdout, original_name))
-    for job in run.jobs(names, one_stream=to_stdout or bool(output)):
-        run.check_target(job, targets[job.name], force)
+    remove = _removing(remove, to_stdout, names)
+    one_stream = to_stdout or bool(output)
+    run.check_targets(names, one_stream, targets, force, _declared_size)
+    for job in run.jobs(names, one_stream):
+        log.start(job.name, "decompressing", Path(job.name).stat().st_size
+                  if job.name != "-" else 0)
         data, elapsed = _decompress_one(job.name, run.codec(job),
                                         show_progress(quiet) and run.writer(job))
         if run.writer(job):
             emit(data, job.name, targets[job.name], force, binary=False)
+            log.end(job.name, "restored", len(data), elapsed)
             if not quiet:
                 click.echo(f"{job.name}: {len(data):,} bytes restored in {duration(elapsed)}, "
                            "checksum OK", err=True)
+            if remove:  # the checksum of what was written has been verified by decoding
+                Path(job.name).unlink()
+                log.say(f"{job.name}: removed (its checksum verified)")
 
 
 @main.command(name="test")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--threads", type=click.IntRange(1), help="Threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Print each phase.")
 @_with_decoding
-def test_command(files, threads, quiet, model, batch, memory, recursive, device):
-    """Decode FILES and verify them without writing anything."""
-    run = _decoders(model, threads, batch, memory, device)
+def test_command(files, threads, quiet, verbose, model, batch, memory, recursive, device):
+    """Decode FILES and verify them without writing anything; `llmzip -t` does too."""
+    run = _decoders(model, threads, batch, memory, device, Phases(verbose and not quiet))
     for job in run.jobs(_archives(files, recursive), one_stream=False):
         data, elapsed = _decompress_one(job.name, run.codec(job),
                                         show_progress(quiet) and run.writer(job))
@@ -280,9 +375,13 @@ def test_command(files, threads, quiet, model, batch, memory, recursive, device)
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
-def info(files, as_json):
+@click.option("-l", "--list", "as_list", is_flag=True,
+              help="One line per archive, as gzip -l (`llmzip -l` does too).")
+def info(files, as_json, as_list):
     """Show an archive's header: sizes, bits per byte, model, settings and declared work."""
     from llmzip.container import describe, split_members
+    if as_list:
+        return _list(files)
     for name in files:
         try:
             members = [describe(member) for member in split_members(read_input(name))]
@@ -292,6 +391,28 @@ def info(files, as_json):
             label = name if len(members) == 1 else f"{name} (member {number} of {len(members)})"
             facts = {"file": name, **({"member": number} if len(members) > 1 else {}), **facts}
             click.echo(json.dumps(facts) if as_json else _format_info(label, facts))
+
+
+def _list(files) -> None:
+    """gzip -l's table: compressed and original sizes, bits per byte, model, name."""
+    from llmzip.container import describe, split_members
+    click.echo(f"{'compressed':>12} {'original':>12} {'bits/byte':>9}  {'model':<14} name")
+    totals = [0, 0]
+    for name in files:
+        try:
+            members = [describe(m) for m in split_members(read_input(name))]
+        except LlmzipError as exc:
+            raise type(exc)(f"{name}: {exc}") from None
+        packed, original = sum(f["archive_bytes"] for f in members), \
+            sum(f["original_bytes"] for f in members)
+        models = ",".join(sorted({f["model"]["name"] for f in members if f["model"]})) or "-"
+        bpb = 8 * packed / original if original else 0.0
+        click.echo(f"{packed:>12,} {original:>12,} {bpb:>9.3f}  {models:<14} "
+                   f"{original_name(name) if name.endswith(SUFFIX) else name}")
+        totals = [totals[0] + packed, totals[1] + original]
+    if len(files) > 1:
+        bpb = 8 * totals[0] / totals[1] if totals[1] else 0.0
+        click.echo(f"{totals[0]:>12,} {totals[1]:>12,} {bpb:>9.3f}  {'':<14} (totals)")
 
 
 def _format_info(label: str, f: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from llmzip.cli.failures import SIGNALS, Fail
@@ -35,14 +36,42 @@ def file_mode(source: str) -> int:
     return 0o666 & ~umask
 
 
-def check_target(source: str, target: Path | None, force: bool) -> None:
-    """Before any work: the output may not exist (unless -f) and may never be the input."""
-    if target is None or not target.exists():
+def check_target(source: str, target: Path | None, force: bool, needed_bytes: int = 1) -> None:
+    """Before any work, so that a run never does minutes of coding to fail at the end: the
+    output may not exist (unless -f), be the input, a directory or a device (but the null
+    device), and its directory must take a new file and, where the file system says,
+    needed_bytes. Every error names the path the user gave."""
+    if target is None or str(target) == os.devnull:
         return
-    if source != "-" and Path(source).exists() and target.samefile(source):
-        raise Fail(f"{target}: output would overwrite its own input")
-    if not force:
-        raise Fail(f"{target} already exists; use -f to overwrite")
+    if target.exists():
+        if target.is_dir():
+            raise Fail(f"{target}: is a directory")
+        if not target.is_file():
+            raise Fail(f"{target}: not a regular file (to write to a device, use -c)")
+        if source != "-" and Path(source).exists() and target.samefile(source):
+            raise Fail(f"{target}: output would overwrite its own input")
+        if not force:
+            raise Fail(f"{target} already exists; use -f to overwrite")
+    directory = target.parent
+    if not directory.is_dir():
+        raise Fail(f"{target}: no such directory: {directory}")
+    _probe(target)
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    if needed_bytes > free:
+        raise Fail(f"{target}: needs {needed_bytes:,} bytes, and its file system has "
+                   f"{free:,} free")
+
+
+def _probe(target: Path) -> None:
+    """Create and remove an empty file beside target: the one check that finds every
+    reason a directory refuses files (permissions, an immutable flag, a read-only mount)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=target.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise Fail(f"{target}: cannot be written ({exc.strerror})") from None
 
 
 def write_atomically(path: Path, data: bytes, force: bool, mode: int) -> None:
@@ -52,6 +81,8 @@ def write_atomically(path: Path, data: bytes, force: bool, mode: int) -> None:
     renamed. On any failure (a full disk) the temporary file is removed too, and the error
     names `path`: either the whole output appears or nothing does.
     """
+    if str(path) == os.devnull:  # read, coded, checked and discarded, as zstd -o /dev/null
+        return
     if path.exists() and not force:
         raise Fail(f"{path} already exists; use -f to overwrite")
     with SIGNALS.held_back():

@@ -35,6 +35,28 @@ class ProgressBar:
             self.bar.close()
 
 
+class Phases:
+    """With -v: a line per phase on standard error, terminal or not: the model's loading,
+    which engine and device run, each file's start and end with its speed."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, text: str) -> None:
+        self.say(text)
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            click.echo(f"llmzip: {text}", err=True)
+
+    def start(self, name: str, doing: str, size: int) -> None:
+        self.say(f"{name}: {doing} {size:,} bytes")
+
+    def end(self, name: str, done: str, size: int, seconds: float) -> None:
+        rate = f", {size / 1e3 / seconds:.2f} KB/s" if seconds > 0 and size else ""
+        self.say(f"{name}: {done} {size:,} bytes in {duration(seconds)}{rate}")
+
+
 def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 

@@ -65,6 +65,7 @@ class CompressStats:
     arithmetic: str = ""
     elapsed_s: float = 0.0
     load_s: float = 0.0  # of elapsed_s, loading (on first use: converting) the model
+    payload_bytes: int = 0  # the other blocks' payloads: LZMA-coded or stored bytes
 
     @property
     def n_tokens(self) -> int:
@@ -89,6 +90,11 @@ class CompressStats:
         return self.xent_bits / self.model_bytes if self.model_bytes else float("nan")
 
     @property
+    def framing_bytes(self) -> int:
+        """The archive's bytes that code no content: header, checksums and block table."""
+        return self.archive_bytes - self.code_bits // 8 - self.payload_bytes
+
+    @property
     def overhead_pct(self) -> float:
         """Range-coder stream bits against the cross-entropy they code."""
         xent = self.xent_bits
@@ -101,6 +107,14 @@ class CompressStats:
         return self.n_tokens / coding_s if coding_s > 0 else 0.0
 
 
+def engine_label(engine) -> str:
+    """Which arithmetic, backend and device an engine runs: 'exact-v3 on numba (cpu;
+    decoder kernels avx2, dots)'."""
+    backend = getattr(engine, "backend", None)
+    where = f" on {backend.label}" if backend is not None else ""
+    return f"{engine.arithmetic.label}{where}"
+
+
 class Codec:
     """Compresses and decompresses with one model and settings.
 
@@ -108,22 +122,32 @@ class Codec:
     block, never loads one) and stays loaded in the process (`engine.open_engine`), so the
     one-shot `llmzip.compress`/`decompress` pay the load once."""
 
-    def __init__(self, model: str | None = None, team=None, **options):
+    def __init__(self, model: str | None = None, team=None, log=None, **options):
         """options: `Settings` fields (what the archive records) and `Machine` fields (how
         this machine runs; never changes an archive). team: the processes sharing the work
-        (default: those `accelerate launch` started, else this one alone)."""
+        (default: those `accelerate launch` started, else this one alone). log: told, in a
+        line, when a model loads and which engine and device run it."""
         from llmzip.parallel.distributed import join
         self.settings, self.machine = Settings.split(model, options)
         self.team = team or join()
         self.load_s = 0.0
+        self.log, self._logged = log, set()
 
     def _engine(self, name: str, arithmetic: Arithmetic | None, from_archive: bool = False):
         from llmzip.engine.factory import open_engine
+        key = (name, arithmetic, from_archive)
+        if self.log and key not in self._logged:
+            self.log(f"loading model {name}")
         started = time.perf_counter()
         try:
-            return open_engine(name, arithmetic, from_archive, self.machine.device)
+            engine, model = open_engine(name, arithmetic, from_archive, self.machine.device)
         finally:
             self.load_s += time.perf_counter() - started
+        if self.log and key not in self._logged:
+            self._logged.add(key)
+            self.log(f"model {name} ready in {time.perf_counter() - started:.1f} s: "
+                     f"{engine_label(engine)}")
+        return engine, model
 
     def load(self, archive: bytes | None = None) -> "Codec":
         """Load the model and engine now (those an archive needs, if given), so that the
@@ -168,7 +192,8 @@ class Codec:
             [SegmentCost(segments[i].start, segments[i].ids, coded.bits[i])
              for i in sorted(coded.bits)], _block_bytes(blocks, found), found,
             info.name if info else "", info.arithmetic.label if info else "",
-            time.perf_counter() - started, self.load_s - loading_before)
+            time.perf_counter() - started, self.load_s - loading_before,
+            sum(map(len, payloads)))
         return archive, stats
 
     def _model_coding(self, data: bytes, progress, observe):

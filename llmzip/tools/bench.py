@@ -33,11 +33,13 @@ class Row:
     bpb: float  # 8 * compressed_bytes / bytes
     cross_entropy_bpb: float | None  # model's -sum log2 p over the bytes it coded, per byte
     overhead_pct: float | None  # range-coder bits against that cross-entropy
+    framing_bytes: int | None  # header, checksums and block table: bytes that code no content
     model_bytes: int | None  # size of the model file(s) a decoder needs
     two_part_bpb: float | None  # (archive + model) per byte: L(model) + L(data | model)
     compress_s: float
     decompress_s: float
-    kb_per_s: float  # kilobytes (1000 B) of input per second in the slower direction
+    compress_kb_s: float  # kilobytes (1000 B) of input per second
+    decompress_kb_s: float | None  # likewise; None: compressed only
     peak_rss_mb: float  # this process's peak resident memory during the row
     roundtrip_ok: bool | None  # None: compressed only (measure_llmzip(decode=False))
 
@@ -72,9 +74,8 @@ def _timed(func, *args, **kwargs):
     return result, time.perf_counter() - started
 
 
-def _kb_per_s(size: int, *seconds: float) -> float:
-    slowest = max(seconds)
-    return size / 1000 / slowest if slowest > 0 else math.inf
+def _kb_per_s(size: int, seconds: float) -> float:
+    return size / 1000 / seconds if seconds > 0 else math.inf
 
 
 # --- rows ------------------------------------------------------------------------------------
@@ -86,9 +87,9 @@ def measure_baseline(key: str, data: bytes, file: str) -> Row:
     packed, compress_s = _timed(base.compress, data)
     restored, decompress_s = _timed(base.decompress, packed)
     return Row(file, len(data), f"{base.name} ({base.version})", len(packed),
-               _bpb(len(packed), len(data)), None, None, None, None, compress_s, decompress_s,
-               _kb_per_s(len(data), compress_s, decompress_s), _peak_rss_mb(),
-               restored == data)
+               _bpb(len(packed), len(data)), None, None, None, None, None, compress_s,
+               decompress_s, _kb_per_s(len(data), compress_s),
+               _kb_per_s(len(data), decompress_s), _peak_rss_mb(), restored == data)
 
 
 def measure_llmzip(codec, data: bytes, file: str, progress=None, decode: bool = True) -> Row:
@@ -109,8 +110,9 @@ def measure_llmzip(codec, data: bytes, file: str, progress=None, decode: bool = 
     return Row(file, len(data), f"llmzip {codec.settings.model_name}",
                len(blob), _bpb(len(blob), len(data)),
                stats.xent_bpb if coded else None, stats.overhead_pct if coded else None,
-               model_size, _bpb(len(blob) + model_size, len(data)), compress_s, decompress_s,
-               _kb_per_s(len(data), compress_s, decompress_s), _peak_rss_mb(),
+               stats.framing_bytes, model_size, _bpb(len(blob) + model_size, len(data)),
+               compress_s, decompress_s, _kb_per_s(len(data), compress_s),
+               _kb_per_s(len(data), decompress_s) if decode else None, _peak_rss_mb(),
                restored == data if decode else None)
 
 
@@ -177,7 +179,7 @@ def _cell(value, key: str) -> str:
     if isinstance(value, float):
         if key.endswith("_s"):
             return f"{value:.2f}"
-        if key in ("kb_per_s", "peak_rss_mb"):
+        if key.endswith("kb_s") or key == "peak_rss_mb":
             return f"{value:.1f}" if value < 100 else f"{value:.0f}"
         return f"{value:.3f}"
     if isinstance(value, int) and key.endswith("bytes"):
@@ -185,12 +187,13 @@ def _cell(value, key: str) -> str:
     return str(value)
 
 
-_MARKDOWN_COLUMNS = {  # column -> heading (the Markdown table is for people)
+_MARKDOWN_COLUMNS = {  # column -> heading, with its unit (the Markdown table is for people)
     "file": "file", "bytes": "bytes", "compressor": "compressor",
-    "compressed_bytes": "compressed", "bpb": "bits/byte", "cross_entropy_bpb": "model CE",
-    "overhead_pct": "coder +%", "two_part_bpb": "with model", "compress_s": "comp. s",
-    "decompress_s": "decomp. s", "kb_per_s": "KB/s", "peak_rss_mb": "peak MB",
-    "roundtrip_ok": "round trip",
+    "compressed_bytes": "compressed (bytes)", "bpb": "bits/byte",
+    "cross_entropy_bpb": "model cross-entropy (bits/byte)", "overhead_pct": "coder overhead (%)",
+    "framing_bytes": "framing (bytes)", "two_part_bpb": "bits/byte counting the model file",
+    "compress_kb_s": "compress (KB/s)", "decompress_kb_s": "decompress (KB/s)",
+    "peak_rss_mb": "peak memory (MB)", "roundtrip_ok": "round trip",
 }
 
 

@@ -57,6 +57,7 @@ class KVCache(Protocol):
 class Backend(Protocol):
     name: str  # the registry's key
     device: str  # where its kernels run: "cpu", "cuda:0", ...
+    label: str  # for people: the backend, its device and kernels
 
     def group_tables(self, net, segments: list[np.ndarray]):
         """(position, {index: frequencies (n, V) int64}) for segments' inputs, chunk by

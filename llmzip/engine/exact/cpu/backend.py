@@ -235,6 +235,11 @@ class NumbaBackend:
     def __init__(self):
         self._forms: dict = {}  # the decoder's forms of the weights (`StepProducts`)
 
+    @property
+    def label(self) -> str:
+        kernels = ", ".join(k.name for k in STEP_KERNELS if k.available())
+        return f"numba (cpu; decoder kernels {kernels})"
+
     def group_tables(self, net, segments: list[np.ndarray]):
         return net.group_tables(segments, self)
 

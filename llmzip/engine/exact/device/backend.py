@@ -274,6 +274,11 @@ class TorchBackend:
         self._networks: dict = {}  # id(net) -> (net, DeviceNetwork)
         self._weights: dict = {}  # id(w8) -> (w8, float32 (K, N) on the device)
 
+    @property
+    def label(self) -> str:
+        name = torch.cuda.get_device_name(self._device) if self._device.type == "cuda" else "CPU"
+        return f"torch ({self.device}: {name})"
+
     def network(self, net) -> DeviceNetwork:
         kept = self._networks.get(id(net))
         if kept is None:
