@@ -1,5 +1,8 @@
 """The archive's bytes: magic, version, header, payloads and the trailing CRC; no torch.
 
+Two forms: the full archive (versions 1 to 4), which can say anything, and the compact
+archive (version 5, at the end of this module), a short message's few bytes of framing.
+
 An archive names everything its decoder must use (model, arithmetic, coder settings), lists
 the blocks that tile the original file, and ends with a CRC-32 of every byte before it, so
 damage or truncation is caught before any model loads. The content checksum (BLAKE2b-64 of
@@ -17,6 +20,7 @@ checks with the helpers here once the model is known.
 from __future__ import annotations
 
 import enum
+import hashlib
 import zlib
 from dataclasses import dataclass, field
 
@@ -27,7 +31,8 @@ __all__ = [
     "ModelInfo", "Block", "Copy", "Header",
     "pack", "unpack", "describe", "split_members", "check_bucket_size",
     "MAX_SEGMENT_TOKENS", "MAX_GROUP_SIZE", "MAX_BUCKET_SIZE", "MAX_BUCKETS", "MAX_THREADS",
-    "MAX_TOKENS_PER_BYTE",
+    "MAX_TOKENS_PER_BYTE", "COMPACT_VERSION", "Compact", "is_compact", "pack_compact",
+    "unpack_compact",
 ]
 
 MAGIC = b"LLMZ"
@@ -164,7 +169,7 @@ class Header:
 
 # --- writing -------------------------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     if n < 0:
         raise ValueError(f"varint of negative number {n}")
     out = bytearray()
@@ -187,30 +192,30 @@ def _short_string(s: str) -> bytes:
 
 def _header_bytes(h: Header) -> bytes:
     out = bytearray()
-    out += _varint(h.original_size)
+    out += varint(h.original_size)
     out += h.checksum
     m = h.model
     out.append(0 if m is None else int(m.arithmetic))
     if m is not None:
         out += _short_string(m.name)
         out += m.fingerprint
-        out += _varint(m.segment_tokens) + _varint(m.group_size) + _varint(m.bucket_size)
+        out += varint(m.segment_tokens) + varint(m.group_size) + varint(m.bucket_size)
         if h.format_version >= 2:
             out.append(int(m.adaptation))
         if m.arithmetic == Arithmetic.FLOAT:
-            out += _varint(m.threads) + _short_string(m.runtime)
-    out += _varint(len(h.blocks))
+            out += varint(m.threads) + _short_string(m.runtime)
+    out += varint(len(h.blocks))
     for b in h.blocks:
         out.append(int(b.method))
-        out += _varint(b.raw_size)
-        out += _varint(b.n_tokens if b.method == Method.MODEL else b.payload_size)
+        out += varint(b.raw_size)
+        out += varint(b.n_tokens if b.method == Method.MODEL else b.payload_size)
     for size in h.stream_sizes:
-        out += _varint(size)
+        out += varint(size)
     if h.format_version >= COPIES_VERSION:
-        out += _varint(len(h.copies))
+        out += varint(len(h.copies))
         end = 0
         for c in h.copies:  # each as the literal bytes before it, its distance back, its size
-            out += _varint(c.dest - end) + _varint(c.dest - c.source) + _varint(c.size)
+            out += varint(c.dest - end) + varint(c.dest - c.source) + varint(c.size)
             end = c.dest + c.size
     return bytes(out)
 
@@ -222,7 +227,7 @@ def pack(header: Header, payloads: list[bytes], streams: list[bytes]) -> bytes:
     body = _header_bytes(header)
     out = bytearray(MAGIC)
     out.append(header.format_version)
-    out += _varint(len(body)) + body
+    out += varint(len(body)) + body
     for p in payloads:
         out += p
     for s in streams:
@@ -233,7 +238,7 @@ def pack(header: Header, payloads: list[bytes], streams: list[bytes]) -> bytes:
 
 # --- reading -------------------------------------------------------------------------------
 
-class _Reader:
+class Reader:
     """Cursor over header bytes whose every overrun is a CorruptArchiveError."""
 
     def __init__(self, data: bytes, pos: int = 0, end: int | None = None):
@@ -292,7 +297,7 @@ def _check_envelope(blob: bytes) -> None:
                                   f"{READ_VERSIONS[-1]}); upgrade llmzip")
 
 
-def _read_model(r: _Reader, arithmetic: Arithmetic, version: int) -> ModelInfo:
+def _read_model(r: Reader, arithmetic: Arithmetic, version: int) -> ModelInfo:
     name = r.string("model name")
     fingerprint = r.take(FINGERPRINT_BYTES, "model fingerprint")
     segment_tokens = r.varint("segment length")
@@ -312,7 +317,7 @@ def _read_model(r: _Reader, arithmetic: Arithmetic, version: int) -> ModelInfo:
                      threads, runtime, adaptation)
 
 
-def _read_count(r: _Reader, what: str) -> int:
+def _read_count(r: Reader, what: str) -> int:
     """A list's length, before the list is built: each entry takes three bytes or more."""
     count = r.varint(f"{what} count")
     if count > (r.end - r.pos) // 3:
@@ -321,7 +326,7 @@ def _read_count(r: _Reader, what: str) -> int:
     return count
 
 
-def _read_blocks(r: _Reader) -> list[Block]:
+def _read_blocks(r: Reader) -> list[Block]:
     count = _read_count(r, "block")  # method, size and count
     blocks = []
     for _ in range(count):
@@ -333,7 +338,7 @@ def _read_blocks(r: _Reader) -> list[Block]:
     return blocks
 
 
-def _read_copies(r: _Reader) -> list[Copy]:
+def _read_copies(r: Reader) -> list[Copy]:
     count = _read_count(r, "copy")  # gap, distance and size
     copies, end = [], 0
     for _ in range(count):
@@ -347,9 +352,9 @@ def _read_copies(r: _Reader) -> list[Copy]:
 def _read_header(blob: bytes, start: int, end: int) -> tuple[Header, int]:
     """The checked header of the archive at blob[start:], reading no further than `end`, and
     the offset where its payloads begin."""
-    r = _Reader(blob, start + len(MAGIC) + 1, end)
+    r = Reader(blob, start + len(MAGIC) + 1, end)
     header_len = r.varint("header length")
-    hr = _Reader(blob, r.pos, min(r.pos + header_len, r.end))
+    hr = Reader(blob, r.pos, min(r.pos + header_len, r.end))
     if hr.end - hr.pos != header_len:
         raise CorruptArchiveError("archive header is truncated")
     original_size = hr.varint("original size")
@@ -500,6 +505,9 @@ def split_members(blob: bytes) -> list[bytes]:
     """
     members, pos = [], 0
     while True:
+        if is_compact(blob[pos:pos + 1]):  # not self-delimiting: the last member
+            members.append(blob[pos:])
+            return members
         end = _member_end(blob, pos)
         if end is None:
             _raise_member_error(blob, pos, len(members))
@@ -528,11 +536,14 @@ def _raise_member_error(blob: bytes, pos: int, n_before: int) -> None:
 
 
 def describe(blob: bytes) -> dict:
-    """The header's facts as plain data (what `llmzip info` shows), without decoding.
+    """The header's facts as plain data (what `llmzip info` shows), without decoding; of a
+    compact archive, what it holds (its original size is known only once decoded).
 
     `original_bytes` and `model_tokens` are what the header declares: a decoder does at most
     one model step per declared token, so they are the work that decoding it will take.
     """
+    if is_compact(blob):
+        return _describe_compact(blob)
     header, _, _ = unpack(blob)
     m = header.model
     model_blocks = header.model_blocks()
@@ -557,3 +568,96 @@ def describe(blob: bytes) -> dict:
         "model_bytes": sum(b.raw_size for b in model_blocks),
     }
     return facts
+
+
+# --- the compact form (format version 5) -------------------------------------------------
+# The compact archive (format version 5): a short message's framing in 7 or 8 bytes.
+#
+# For the common case of short text (a preset model, exact-v3 arithmetic, the whole input one
+# model segment) the full header's model name, fingerprint, settings, block table, sizes and
+# two checksums cost some 60 bytes, more than the model spends on a chat message. This form
+# keeps what the decoder needs and nothing else:
+#
+# | bytes | field |
+# |---|---|
+# | 1 | magic 0xB7 (never the first byte of a full archive, `LLMZ`) |
+# | 1 | revision (3 bits, 1), adaptation (1 bit: counts or none), preset number (4 bits) |
+# | varint | the segment's token count, 1 to 16,384: the decoder's steps |
+# | 4 | BLAKE2b-32 of the bytes before it and of the original bytes |
+# | the rest | the range-coder stream, its trailing zero bytes left out (`rangecoder.trimmed`) |
+#
+# The preset number names a model and the exact-v3 fingerprint the decoder must have
+# (`models.presets.PRESETS`); every other setting is the preset's default. What it gives up
+# against the full form (docs/FORMAT.md): the original size is known only once decoded, damage
+# is found by the checksum after decoding (in bounded work: at most the declared tokens), not
+# by a CRC before the model loads, and a compact archive is not self-delimiting: in a file of
+# archives back to back it can only be the last. No torch here.
+
+COMPACT_MAGIC = 0xB7
+COMPACT_REVISION = 1
+COMPACT_VERSION = 5  # how the docs and `info` number this form among the archive formats
+COMPACT_CHECKSUM_BYTES = 4
+COMPACT_ADAPTATIONS = (Adaptation.NONE, Adaptation.COUNTS)  # the adaptation bit's two values
+
+
+@dataclass(frozen=True)
+class Compact:
+    preset: int  # the number of a preset in models.presets.PRESETS
+    adaptation: Adaptation
+    n_tokens: int
+    checksum: bytes
+    stream: bytes  # trailing zero bytes left out
+    head: bytes  # the bytes the checksum covers before the original
+
+    def matches(self, original: bytes) -> bool:
+        return compact_checksum(self.head, original) == self.checksum
+
+
+def is_compact(blob: bytes) -> bool:
+    return len(blob) > 0 and blob[0] == COMPACT_MAGIC
+
+
+def compact_checksum(head: bytes, original: bytes) -> bytes:
+    h = hashlib.blake2b(head, digest_size=COMPACT_CHECKSUM_BYTES)
+    h.update(original)
+    return h.digest()
+
+
+def pack_compact(preset: int, adaptation: Adaptation, n_tokens: int, original: bytes,
+         stream: bytes) -> bytes:
+    if not 0 <= preset < 16 or adaptation not in COMPACT_ADAPTATIONS \
+            or not 1 <= n_tokens <= MAX_SEGMENT_TOKENS:
+        raise ValueError("not a compact archive's fields")
+    head = bytes([COMPACT_MAGIC, COMPACT_REVISION << 5 | (adaptation == Adaptation.COUNTS) << 4 | preset]) \
+        + varint(n_tokens)
+    return head + compact_checksum(head, original) + stream.rstrip(b"\0")
+
+
+def unpack_compact(blob: bytes) -> Compact:
+    """The fields of a compact archive, every one checked; CorruptArchiveError if any is
+    out of range (the preset number is checked against the table by the codec)."""
+    if not is_compact(blob):
+        raise CorruptArchiveError("not a compact llmzip archive")
+    r = Reader(blob, 1, len(blob))
+    flags = r.byte("the compact header")
+    if flags >> 5 != COMPACT_REVISION:
+        raise CorruptArchiveError(f"compact archive revision {flags >> 5} is not one this "
+                                  f"llmzip reads ({COMPACT_REVISION}); a newer llmzip wrote it?")
+    n_tokens = r.varint("the token count")
+    if not 1 <= n_tokens <= MAX_SEGMENT_TOKENS:
+        raise CorruptArchiveError(f"compact archive declares {n_tokens:,} tokens (1 to "
+                                  f"{MAX_SEGMENT_TOKENS:,} allowed)")
+    head = blob[:r.pos]
+    digest = r.take(COMPACT_CHECKSUM_BYTES, "the checksum")
+    return Compact(flags & 0x0F, COMPACT_ADAPTATIONS[flags >> 4 & 1], n_tokens, digest, blob[r.pos:],
+                   head)
+
+
+def _describe_compact(blob: bytes) -> dict:
+    c = unpack_compact(blob)
+    return {"format_version": COMPACT_VERSION, "compact": True, "original_bytes": None,
+            "archive_bytes": len(blob), "bpb": None, "checksum": c.checksum.hex(),
+            "model": {"preset_number": c.preset, "arithmetic": "exact-v3",
+                      "adaptation": c.adaptation.label},
+            "blocks": [], "stream_bytes": [len(c.stream)], "copies": 0, "copied_bytes": 0,
+            "model_tokens": c.n_tokens, "model_bytes": None}

@@ -42,16 +42,16 @@ def test_a_short_file_that_adapting_cannot_help_is_coded_by_the_model_alone(tiny
 
 
 def test_the_second_pass_of_a_short_file_reuses_the_first_forward(tiny_llama, monkeypatch):
-    """Coding again without adaptation needs the same last-layer outputs: the model runs
-    once per segment, not twice, and the archive is still the pure one."""
+    """Coding again without adaptation needs the same tables: the model runs once for each
+    position, not twice, and the archive is still the pure one."""
     from llmzip.engine.exact import network
     data = corpus_file("alice29.txt")[4000:4800]
-    forwards, hidden = [], network.ExactNetwork._hidden
-    monkeypatch.setattr(network.ExactNetwork, "_hidden",
-                        lambda self, ids, device: forwards.append(len(ids)) or hidden(self, ids, device))
+    rows, hidden = [], network.ExactNetwork._hidden
+    monkeypatch.setattr(network.ExactNetwork, "_hidden", lambda self, segments, backend:
+                        rows.append(sum(map(len, segments))) or hidden(self, segments, backend))
     blob, stats = Codec(tiny_llama, **SMALL).compress_with_stats(data)
     assert unpack(blob)[0].model.adaptation == Adaptation.NONE  # it was coded again
-    assert len(forwards) == len(unpack(blob)[0].blocks) > 1 and sum(forwards) == stats.n_tokens
+    assert len(unpack(blob)[0].blocks) > 1 and sum(rows) == stats.n_tokens
     assert blob == Codec(tiny_llama, adapt="none", **SMALL).compress(data)
 
 

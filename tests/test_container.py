@@ -174,8 +174,8 @@ def _with(**fields) -> bytes:
 
 def _sealed(body: bytes) -> bytes:
     """An archive around a raw header body, for fields pack() would not write."""
-    from llmzip.container import _varint
-    out = b"LLMZ\x01" + _varint(len(body)) + body
+    from llmzip.container import varint
+    out = b"LLMZ\x01" + varint(len(body)) + body
     return out + zlib.crc32(out).to_bytes(4, "little")
 
 

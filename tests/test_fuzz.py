@@ -34,6 +34,7 @@ from llmzip.container import (
     pack,
     split_members,
     unpack,
+    unpack_compact,
 )
 from llmzip.errors import CorruptArchiveError
 
@@ -350,3 +351,40 @@ def test_no_archive_reaches_an_internal_error(tiny_archive, archive, real_finger
         else _with_real_model(tiny_archive, archive, real_fingerprint)
     _, line = _decode_in_process(blob)
     assert "internal error" not in line, line
+
+
+# --- the compact form ---------------------------------------------------------------------------
+
+@quick
+@given(st.binary(max_size=300))
+def test_random_bytes_after_the_compact_magic_only_raise_corrupt_archive_error(tail):
+    _read_every_way(b"\xb7" + tail)
+    try:
+        unpack_compact(b"\xb7" + tail)
+    except CorruptArchiveError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.fixture(scope="module")
+def compact_archive():
+    """A compact archive of the tiny model, registered for the module as preset number 15."""
+    from llmzip import Codec
+    from llmzip.engine.factory import open_engine
+    from llmzip.models.presets import PRESETS, Preset
+    PRESETS[TINY_LLAMA] = Preset("tiny test model", "", (), "<|endoftext|>", "test", 15,
+                                 open_engine(TINY_LLAMA, None)[0].fingerprint().hex())
+    try:
+        yield Codec(TINY_LLAMA).compress(corpus_file("alice29.txt")[1000:1300])
+    finally:
+        PRESETS.pop(TINY_LLAMA)
+
+
+@decoding
+@given(st.data())
+def test_mutated_and_cut_compact_archives_decode_to_an_exit_code_and_one_line(compact_archive,
+                                                                           data):
+    blob = bytearray(compact_archive)
+    for _ in range(data.draw(st.integers(0, 3))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    cut = data.draw(st.integers(1, len(blob)))
+    _decode_in_process(bytes(blob[:cut]))  # a flip in implied zeros, or none: exit 0 is fine

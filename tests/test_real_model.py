@@ -89,6 +89,25 @@ def test_the_torch_backend_writes_and_reads_the_golden_archives(preset, adapt, s
     assert Codec(device="torch:cpu").decompress(blob) == original
 
 
+@pytest.mark.parametrize("device", ["cpu", "torch:cpu"])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_compact_golden_archive_is_reproduced_and_decodes(preset, device):
+    """A short text's compact archive (format version 5): the same bytes on any backend."""
+    if not _installed(preset):
+        pytest.skip(f"{preset} is not installed")
+    original = (GOLDEN / f"{preset}-compact.orig").read_bytes()
+    blob = Codec(preset, device=device).compress(original)
+    assert blob == (GOLDEN / f"{preset}-compact.llmz").read_bytes() and blob[0] == 0xB7
+    assert Codec(device=device).decompress(blob) == original
+
+
+def test_the_note_codes_in_at_most_32_bytes_with_at_most_12_of_framing():
+    note = b"Meeting moved to 3pm tomorrow; please bring the Q3 numbers and the draft contract."
+    blob, stats = Codec(MODEL).compress_with_stats(note)
+    assert len(blob) <= 32 and len(blob) - stats.xent_bits / 8 <= 12
+    assert Codec().decompress(blob) == note
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_converted_model_keeps_no_copy_of_its_gguf(preset):
     """Gemma's GGUF comes in wheel parts, joined for the conversion: the joined copy

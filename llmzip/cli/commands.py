@@ -210,12 +210,16 @@ class _Team:
 @click.option("--adapt", type=click.Choice(["counts", "none"]), default="counts",
               show_default=True, help="counts: mix in what followed each recent context in "
               "the file so far (learns names and repeats); none: the model alone.")
+@click.option("--compact/--no-compact", default=True, show_default=True,
+              help="A preset model's one-segment archive in the compact form (7 or 8 bytes of "
+              "framing; format version 5, which llmzip before it cannot read).")
 @click.option("--copies/--no-copies", default=True, show_default=True,
               help="Take long repeats out as copies of earlier bytes: 256 bytes or more from 16 KB "
               "back, or 4 KB or more (such an archive is format version 4, which llmzip "
               "before copies cannot read).")
 def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive, device, model,
-             arithmetic, segment_tokens, level, group_size, adapt, copies, keep, remove):
+             arithmetic, segment_tokens, level, group_size, adapt, compact, copies, keep,
+             remove):
     """Compress FILES to FILE.llmz (- reads standard input); `llmzip FILE` does too.
 
     With -c, the archives go to standard output back to back, as gzip's members do: that
@@ -226,14 +230,15 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
     if segment_tokens and level:
         raise click.UsageError("give a level or --segment-tokens, not both")
     log = Phases(verbose and not quiet)
+    names = expand(files, recursive, lambda p: not p.name.endswith(SUFFIX))
+    one_stream = to_stdout or bool(output)
+    compact = compact and not (one_stream and len(names) > 1)  # it can only be a last member
     run = _Team(lambda team: Codec(model, team, log=log, arithmetic=arithmetic,
                                    threads=threads, group_size=group_size, adapt=adapt,
                                    segment_tokens=segment_tokens or LEVELS[level or 6],
-                                   copies=copies, device=device))
-    names = expand(files, recursive, lambda p: not p.name.endswith(SUFFIX))
+                                   compact=compact, copies=copies, device=device))
     targets = dict(output_paths(names, output, to_stdout, archive_name))
     remove = _removing(remove, to_stdout, names)
-    one_stream = to_stdout or bool(output)
     run.check_targets(names, one_stream, targets, force)
     for job in run.jobs(names, one_stream):
         data = read_input(job.name)
@@ -279,7 +284,8 @@ def _declared_size(name: str) -> int:
     if name == "-":  # standard input is read once, to decode it
         return 0
     try:
-        return sum(describe(m)["original_bytes"] for m in split_members(read_input(name)))
+        return sum(describe(m)["original_bytes"] or 0  # a compact archive's is not stored
+                   for m in split_members(read_input(name)))
     except LlmzipError:
         return 0
 
@@ -340,11 +346,12 @@ def decompress(files, output, to_stdout, force, threads, quiet, verbose, keep, r
     remove = _removing(remove, to_stdout, names)
     one_stream = to_stdout or bool(output)
     run.check_targets(names, one_stream, targets, force, _declared_size)
+    ready = _side_by_side(run, names, log)
     for job in run.jobs(names, one_stream):
         log.start(job.name, "decompressing", Path(job.name).stat().st_size
                   if job.name != "-" else 0)
-        data, elapsed = _decompress_one(job.name, run.codec(job),
-                                        show_progress(quiet) and run.writer(job))
+        data, elapsed = ready.pop(job.name, None) or _decompress_one(
+            job.name, run.codec(job), show_progress(quiet) and run.writer(job))
         if run.writer(job):
             emit(data, job.name, targets[job.name], force, binary=False)
             log.end(job.name, "restored", len(data), elapsed)
@@ -354,6 +361,31 @@ def decompress(files, output, to_stdout, force, threads, quiet, verbose, keep, r
             if remove:  # the checksum of what was written has been verified by decoding
                 Path(job.name).unlink()
                 log.say(f"{job.name}: removed (its checksum verified)")
+
+
+def _side_by_side(run, names: list[str], log) -> dict:
+    """Many small compact archives (a process alone): decoded together, a row each in the
+    decoder's steps, so that a hundred short messages take about as long as the longest.
+    name -> (original, seconds, the batch's time shared out by size)."""
+    from llmzip.container import is_compact
+    if run.team.size > 1 or len(names) < 2:
+        return {}
+    small = [n for n in names if n != "-" and Path(n).stat().st_size <= SIDE_BY_SIDE_BYTES]
+    blobs = {n: read_input(n) for n in small}
+    compact = [n for n in small if is_compact(blobs[n])]
+    if len(compact) < 2:
+        return {}
+    log.say(f"decoding {len(compact)} compact archives side by side")
+    started = time.perf_counter()
+    try:
+        originals = run.alone.decompress_many([blobs[n] for n in compact])
+    except LlmzipError:
+        return {}  # each is decoded on its own, and names its own failure
+    share = (time.perf_counter() - started) / len(compact)
+    return {n: (data, share) for n, data in zip(compact, originals)}
+
+
+SIDE_BY_SIDE_BYTES = 4096  # archives this small are decoded together where they are compact
 
 
 @main.command(name="test")
@@ -403,19 +435,39 @@ def _list(files) -> None:
             members = [describe(m) for m in split_members(read_input(name))]
         except LlmzipError as exc:
             raise type(exc)(f"{name}: {exc}") from None
-        packed, original = sum(f["archive_bytes"] for f in members), \
-            sum(f["original_bytes"] for f in members)
-        models = ",".join(sorted({f["model"]["name"] for f in members if f["model"]})) or "-"
-        bpb = 8 * packed / original if original else 0.0
-        click.echo(f"{packed:>12,} {original:>12,} {bpb:>9.3f}  {models:<14} "
+        packed = sum(f["archive_bytes"] for f in members)
+        known = all(f["original_bytes"] is not None for f in members)  # compact: not stored
+        original = sum(f["original_bytes"] for f in members) if known else None
+        models = ",".join(sorted({_model_name(f["model"]) for f in members if f["model"]})) \
+            or "-"
+        size, bpb = (f"{original:,}", f"{8 * packed / original if original else 0.0:.3f}") \
+            if known else ("?", "?")
+        click.echo(f"{packed:>12,} {size:>12} {bpb:>9}  {models:<14} "
                    f"{original_name(name) if name.endswith(SUFFIX) else name}")
-        totals = [totals[0] + packed, totals[1] + original]
+        totals = [totals[0] + packed, totals[1] + (original or 0)]
     if len(files) > 1:
         bpb = 8 * totals[0] / totals[1] if totals[1] else 0.0
         click.echo(f"{totals[0]:>12,} {totals[1]:>12,} {bpb:>9.3f}  {'':<14} (totals)")
 
 
+def _model_name(m: dict) -> str:
+    """A model as an archive names it: by name, or a compact archive's by preset number."""
+    if "name" in m:
+        return m["name"]
+    from llmzip.models.presets import preset_by_number
+    return preset_by_number(m["preset_number"]) or f"preset number {m['preset_number']}"
+
+
 def _format_info(label: str, f: dict) -> str:
+    if f.get("compact"):
+        return "\n".join([
+            f"{label}: compact llmzip archive, format version {f['format_version']}",
+            "  original   known once decoded, checksum " + f["checksum"],
+            f"  archive    {f['archive_bytes']:,} bytes, framing "
+            f"{f['archive_bytes'] - sum(f['stream_bytes']):,}",
+            f"  model      {_model_name(f['model'])}, exact-v3 arithmetic, adaptation "
+            f"{f['model']['adaptation']}",
+            f"  decoding   {f['model_tokens']:,} tokens through the model, in 1 stream"])
     lines = [f"{label}: llmzip archive, format version {f['format_version']}",
              f"  original   {f['original_bytes']:,} bytes, checksum {f['checksum']}",
              f"  archive    {f['archive_bytes']:,} bytes ({f['bpb']:.3f} bits/byte)"]

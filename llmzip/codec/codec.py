@@ -25,17 +25,25 @@ from llmzip.codec.rangecoder import default_bucket_size
 from llmzip.codec.settings import Settings, physical_memory, release_freed_memory
 from llmzip.container import (
     Arithmetic,
+    Block,
+    Compact,
     Header,
     Method,
     ModelInfo,
     check_bucket_size,
+    is_compact,
     pack,
+    pack_compact,
     split_members,
     unpack,
+    unpack_compact,
 )
 from llmzip.errors import CorruptArchiveError, ModelMismatchError
+from llmzip.models.presets import PRESETS, preset_by_number
 
 __all__ = ["Codec", "CompressStats", "SegmentCost", "content_checksum"]
+
+PREFETCH_MESSAGES = 64  # compress_many: messages whose forward runs as one stack
 
 
 def content_checksum(data: bytes) -> bytes:
@@ -179,14 +187,18 @@ class Codec:
         data = bytes(data)
         found = repeats.copies(data) if self.settings.copies else []
         segments, coded, engine = self._model_coding(repeats.literal(data, found), progress,
-                                                     observe)
+                                                     observe, compact=not found)
         release_freed_memory()  # the encoder's logits and tables: ~400 MB a chunk
         if coded is None:
             return None, None
         blocks, payloads = seg.classical_blocks(segments, set(coded.bits))
         info = self._model_info(engine, coded.adaptation) if coded.bits else None
-        archive = pack(Header(len(data), content_checksum(data), blocks, info, copies=found),
-                       payloads, coded.streams)
+        if coded.trimmed:  # one segment, coded by a preset's model: the compact form
+            archive = pack_compact(PRESETS[self.settings.model_name].number, coded.adaptation,
+                                   blocks[0].n_tokens, data, coded.streams[0])
+        else:
+            archive = pack(Header(len(data), content_checksum(data), blocks, info,
+                                  copies=found), payloads, coded.streams)
         stats = CompressStats(
             len(data), len(archive), 8 * sum(map(len, coded.streams)),
             [SegmentCost(segments[i].start, segments[i].ids, coded.bits[i])
@@ -196,9 +208,10 @@ class Codec:
             sum(map(len, payloads)))
         return archive, stats
 
-    def _model_coding(self, data: bytes, progress, observe):
+    def _model_coding(self, data: bytes, progress, observe, compact: bool = False):
         """The segments of data (the literal bytes), what the model coded (None off
-        process 0), the engine."""
+        process 0), the engine. compact: code a lone segment's stream for the compact form,
+        where the settings and the model allow it (`coded.trimmed` says so)."""
         s = self.settings
         if not data or not seg.has_text(data):
             return [seg.Segment(0, data, (), False)] if data else [], groups.Coded({}, []), None
@@ -208,10 +221,21 @@ class Codec:
         if not candidates:
             return segments, groups.Coded({}, []), engine
         self.machine.apply_threads()
+        trim = compact and len(segments) == 1 and self._compact_allowed(engine)
         coded = groups.encode(engine, segments, candidates, s.group_size,
                                    engine.full_forward and s.encoder == "full",
-                                   s.adaptation_enum(), self.team, progress, observe)
+                                   s.adaptation_enum(), self.team, progress, observe, trim)
+        if coded is not None:
+            coded.trimmed = trim and bool(coded.streams)
         return segments, coded, engine
+
+    def _compact_allowed(self, engine) -> bool:
+        """A compact archive names a preset by number and its exact-v3 fingerprint: only a
+        preset's own model, in exact-v3, with its default bucket size, alone."""
+        preset = PRESETS.get(self.settings.model_name)
+        return (self.settings.compact and preset is not None and self.team.size == 1
+                and engine.arithmetic == Arithmetic.EXACT_V3
+                and engine.fingerprint().hex() == preset.fingerprint)
 
     def _model_info(self, engine, adaptation) -> ModelInfo:
         s, exact = self.settings, engine.arithmetic != Arithmetic.FLOAT
@@ -232,6 +256,8 @@ class Codec:
         return None if None in parts else b"".join(parts)
 
     def _decompress_one(self, blob: bytes, progress) -> bytes | None:
+        if is_compact(blob):
+            return self._decompress_compact(unpack_compact(blob), progress)
         header, payloads, streams = unpack(blob)
         memory = physical_memory()
         if header.copies and header.original_size > memory // 2:
@@ -256,6 +282,87 @@ class Codec:
         if len(data) != header.original_size or content_checksum(data) != header.checksum:
             raise CorruptArchiveError(_checksum_failure(header))
         return data
+
+    def compress_many(self, messages: list[bytes]) -> list[bytes]:
+        """Each message's own archive (the same bytes as `compress` gives it alone): for
+        many short texts, which `decompress_many` decodes side by side. Messages of one
+        segment run the model's forward together, their rows stacked, a batch at a time."""
+        messages = [bytes(m) for m in messages]
+        out = []
+        for start in range(0, len(messages), PREFETCH_MESSAGES):
+            batch = messages[start:start + PREFETCH_MESSAGES]
+            self._prefetch(batch)
+            out += [self.compress(message) for message in batch]
+        return out
+
+    def _prefetch(self, messages: list[bytes]) -> None:
+        s = self.settings
+        texts = [m for m in messages if m and seg.has_text(m)]
+        if not texts or (s.copies and any(repeats.copies(m) for m in texts)):
+            return
+        engine, model = self._engine(s.model_name, s.arithmetic_enum())
+        if getattr(engine, "prefetch", None) is None:
+            return
+        cuts = [seg.cut(m, model.tokenizer, s.segment_tokens) for m in texts]
+        engine.prefetch([list(c[0].ids) for c in cuts if len(c) == 1 and c[0].candidate])
+
+    def decompress_many(self, blobs: list[bytes], progress=None) -> list[bytes]:
+        """The originals of many archives, in order. Compact archives of one preset and
+        adaptation are decoded side by side, a row each in the decoder's steps (in waves
+        that fit its memory), so a hundred short messages take little longer than their
+        longest one; any other archive is decoded on its own."""
+        out: list[bytes | None] = [None] * len(blobs)
+        batches: dict = {}
+        for i, blob in enumerate(map(bytes, blobs)):
+            if is_compact(blob):
+                c = unpack_compact(blob)
+                batches.setdefault((c.preset, c.adaptation), []).append((i, c))
+            else:
+                out[i] = self.decompress(blob, progress)
+        for batch in batches.values():
+            for (i, c), original in zip(batch, self._decode_compacts([c for _, c in batch],
+                                                                    progress)):
+                out[i] = original
+        return out
+
+    def _decode_compacts(self, batch: list[Compact], progress) -> list[bytes] | None:
+        """Compact archives of one preset and adaptation, decoded together; each checked."""
+        engine, model = self._compact_engine(batch[0])
+        info = ModelInfo(model.name, engine.fingerprint(), Arithmetic.EXACT_V3,
+                         max(c.n_tokens for c in batch), 1,
+                         default_bucket_size(engine.vocab_size), adaptation=batch[0].adaptation)
+        blocks = [Block(Method.MODEL, groups.UNKNOWN, 0, c.n_tokens) for c in batch]
+        parts = groups.decode(engine, info, blocks, [c.stream for c in batch], model.tokenizer,
+                              self.machine, self.team, progress, trimmed_streams=True)
+        if parts is None:
+            return None
+        for c, original in zip(batch, parts):
+            if not c.matches(original):
+                raise CorruptArchiveError(_compact_failure())
+        return parts
+
+    def _compact_engine(self, c: Compact):
+        """The engine a compact archive's preset number names (or --model), refused in one
+        line unless its exact-v3 fingerprint is the preset's."""
+        preset = preset_by_number(c.preset)
+        if preset is None:
+            raise CorruptArchiveError(f"compact archive names preset number {c.preset}, which "
+                                      "this llmzip does not know (damaged, or a newer llmzip "
+                                      "wrote it)")
+        name = self.settings.model or preset
+        engine, model = self._engine(name, Arithmetic.EXACT_V3,
+                                     from_archive=self.settings.model is None)
+        want = PRESETS[preset].fingerprint
+        if engine.fingerprint().hex() != want:
+            raise ModelMismatchError(
+                f"archive was made with preset {preset} ({want[:12]}, exact-v3 arithmetic) "
+                f"but '{name}' is {engine.fingerprint().hex()[:12]}; install {preset}'s "
+                f"model ({PRESETS[preset].install})")
+        return engine, model
+
+    def _decompress_compact(self, c: Compact, progress) -> bytes | None:
+        parts = self._decode_compacts([c], progress)
+        return None if parts is None else parts[0]
 
     def _decode_model_blocks(self, header: Header, streams, progress) -> list[bytes] | None:
         info = header.model
@@ -282,6 +389,11 @@ class Codec:
             if info.arithmetic == Arithmetic.FLOAT:  # most likely another machine's floats
                 raise CorruptArchiveError(_checksum_failure(header)) from None
             raise
+
+
+def _compact_failure() -> str:
+    return ("checksum mismatch after decoding (the compact archive is damaged or truncated, "
+            "or another model of the same name decoded it)")
 
 
 def _block_bytes(blocks, copies) -> dict:

@@ -27,6 +27,7 @@ from llmzip.codec.rangecoder import (
     TwoLevel,
     default_bucket_size,
     encode_group,
+    trimmed,
 )
 from llmzip.container import Adaptation
 from llmzip.errors import CorruptArchiveError
@@ -47,6 +48,7 @@ class Coded:
     bits: dict[int, np.ndarray]
     streams: list[bytes]
     adaptation: Adaptation = Adaptation.NONE  # what the streams were coded with
+    trimmed: bool = False  # one stream in the compact archive's form (`rangecoder.trimmed`)
 
 
 @dataclass
@@ -58,6 +60,8 @@ class _Share:
     groups: list[tuple[tuple[int, ...], bytes]]
 
 
+UNKNOWN = -1  # a block's raw_size when its archive does not declare it (`compact`)
+
 # Adapting must save the header byte that records it. Below that the file is coded again,
 # which doubles its compression time; a 20 KB prefix of alice29 is already 3 bytes smaller
 # adapted (bench/adaptation.py), so mostly files of a few KB pay the second pass.
@@ -65,12 +69,16 @@ ADAPTATION_BITS = 8
 
 
 def encode(engine, segments, candidates, group_size, full_forward, adaptation, team, progress,
-           observe) -> Coded | None:
+           observe, trim: bool = False, replay: dict | None = None) -> Coded | None:
     """The streams of a file's model-coded segments (None on processes other than 0).
 
     With adaptation, if the whole team's segments saved less than ADAPTATION_BITS (a short
     file), they are coded again with the model alone, so adapting does not make a short
-    archive bigger. observe(None, None) then says that what it saw is void."""
+    archive bigger. observe(None, None) then says that what it saw is void. trim: streams
+    in the compact archive's form (`rangecoder.trimmed`). replay: the first pass's tables,
+    which the second pass codes again without running the model."""
+    if replay is not None:
+        engine = _Replayed(engine, replay)
     two_level = TwoLevel(engine.vocab_size, default_bucket_size(engine.vocab_size))
     ledger = [0.0]  # bits this process's adapters saved
     rows_of = partial(_rows_full if full_forward else _rows_stepped, adaptation=adaptation,
@@ -80,25 +88,56 @@ def encode(engine, segments, candidates, group_size, full_forward, adaptation, t
     my_candidates = [i for g in groups[mine.start:mine.stop] for i in g]
     tracker = lockstep.Progress(progress, sum(len(segments[i].ids) for i in my_candidates))
     ratio = seg.lzma_ratio([segments[i].raw for i in candidates])
+    coder = trimmed if trim else encode_group
+    tokens = sum(len(segments[i].ids) for i in my_candidates)
+    if adaptation and full_forward and tokens * engine.vocab_size * 8 <= REPLAY_BYTES:
+        engine = _Replayed(engine)  # a short file's tables, kept for a second pass
     share = team.agree(_code_share, engine, two_level, rows_of, segments, my_candidates,
-                       ratio, group_size, adaptation, tracker, observe)
+                       ratio, group_size, adaptation, tracker, observe, coder)
     if adaptation and sum(team.all_gather(ledger[0])) < ADAPTATION_BITS:
         if observe:
             observe(None, None)
         done = tracker.done  # progress goes on counting: the second pass is more work
         again = progress and (lambda d, t, bits: progress(done + d, done + t, bits))
-        return encode(engine, segments, candidates, group_size, full_forward, Adaptation.NONE,
-                      team, again, observe)
+        return encode(getattr(engine, "engine", engine), segments, candidates, group_size,
+                      full_forward, Adaptation.NONE, team, again, observe, trim,
+                      replay=getattr(engine, "kept", None))
     parts = team.gather(share)
     if parts is None:
         return None
-    coded = _assemble(parts, engine, two_level, rows_of, segments, group_size)
+    coded = _assemble(parts, engine, two_level, rows_of, segments, group_size, coder)
     coded.adaptation = adaptation if coded.streams else Adaptation.NONE
     return coded
 
 
+REPLAY_BYTES = 64 << 20  # a file's tables this small are kept for its second pass
+
+
+class _Replayed:
+    """An engine whose group_tables keep what they gave (a copy: adapting changes them in
+    place), or give it again: the second pass of a short file, whose adaptation did not pay,
+    codes the model's own tables without computing them twice."""
+
+    def __init__(self, engine, kept: dict | None = None):
+        self.engine, self.kept, self.replaying = engine, kept or {}, kept is not None
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def group_tables(self, segments: list[list[int]]):
+        key = tuple(tuple(ids) for ids in segments)
+        if self.replaying and key in self.kept:
+            for pos, tables in self.kept[key]:
+                yield pos, {i: f.copy() for i, f in tables.items()}
+            return
+        kept = self.kept.setdefault(key, [])
+        for pos, tables in self.engine.group_tables(segments):
+            kept.append((pos, {i: f.copy() for i, f in tables.items()}))
+            yield pos, tables
+
+
 def _code_share(engine, two_level, rows_of, segments, candidates, ratio, group_size,
-                adaptation, tracker, observe) -> _Share:
+                adaptation, tracker, observe, coder) -> _Share:
     """Rows of every candidate, in groups of group_size (an adapter's scope), and the
     stream of each group of model-coded segments whose rows are valid as they stand: with
     adaptation, only a group that was adapted together (a segment that went to LZMA
@@ -115,12 +154,12 @@ def _code_share(engine, two_level, rows_of, segments, candidates, ratio, group_s
         if pending and (len(pending) == group_size or i == candidates[-1]):
             members = tuple(j for j, _ in pending)
             if together is None or members in together:
-                share.groups.append((members, encode_group([r for _, r in pending])))
+                share.groups.append((members, coder([r for _, r in pending])))
             pending = []
     return share
 
 
-def _assemble(parts, engine, two_level, rows_of, segments, group_size) -> Coded:
+def _assemble(parts, engine, two_level, rows_of, segments, group_size, coder) -> Coded:
     """The archive's groups (consecutive model-coded segments, group_size at a time) and
     their streams, each coded by a process or, straddling two shares, coded here."""
     coded = [(i, gain, bits) for part in parts for i, gain, bits in part.segments
@@ -135,7 +174,7 @@ def _assemble(parts, engine, two_level, rows_of, segments, group_size) -> Coded:
             rows = list(rows_of(engine, two_level, [segments[i] for i in group], group_size,
                                 lockstep.Progress(None, 0), None))
             bits.update((i, r.xent_bits) for i, r in zip(group, rows))
-            stream = encode_group(rows)
+            stream = coder(rows)
         streams.append(stream)
     return Coded(bits, streams)
 
@@ -201,36 +240,38 @@ def _rows_stepped(engine, two_level, segments, group_size, tracker, observe, ada
 
 # --- decoding ----------------------------------------------------------------------------------
 
-def decode(engine, info, blocks, streams, tokenizer, machine, team, progress
-           ) -> list[bytes] | None:
-    """Each MODEL block's bytes, in order (None on processes other than 0)."""
+def decode(engine, info, blocks, streams, tokenizer, machine, team, progress,
+           trimmed_streams: bool = False) -> list[bytes] | None:
+    """Each MODEL block's bytes, in order (None on processes other than 0). A block's
+    raw_size UNKNOWN (a compact archive's) lets it spell any number of bytes."""
     groups = list(zip(groups_of(blocks, info.group_size), streams))
     mine = shares([sum(b.n_tokens for b in g) for g, _ in groups], team.size)[team.rank]
     my_groups = groups[mine.start:mine.stop]
     tracker = lockstep.Progress(progress, sum(b.n_tokens for g, _ in my_groups for b in g))
     raws = team.agree(_decode_groups, engine, TwoLevel(engine.vocab_size, info.bucket_size),
-                      my_groups, info.adaptation, tokenizer, machine, tracker)
+                      my_groups, info.adaptation, tokenizer, machine, tracker, trimmed_streams)
     parts = team.gather(raws)
     return None if parts is None else [raw for part in parts for raw in part]
 
 
-def _decode_groups(engine, two_level, groups, adaptation, tokenizer, machine, tracker
-                   ) -> list[bytes]:
+def _decode_groups(engine, two_level, groups, adaptation, tokenizer, machine, tracker,
+                   trimmed_streams: bool = False) -> list[bytes]:
     tuner = machine.tuner() if engine.batch_invariant and engine.full_forward else None
     out = []
     for wave in machine.waves(groups, engine) if groups else []:
-        ids = _decode_wave(engine, two_level, wave, adaptation, tokenizer, tracker, tuner)
+        ids = _decode_wave(engine, two_level, wave, adaptation, tokenizer, tracker, tuner,
+                           trimmed_streams)
         for block, block_ids in zip([b for group, _ in wave for b in group], ids):
             raw = tokenizer.decode(block_ids)
-            if len(raw) != block.raw_size:
+            if block.raw_size != UNKNOWN and len(raw) != block.raw_size:
                 raise CorruptArchiveError("a block decodes to other bytes than it declares "
                                           "(archive damaged, or another model)")
             out.append(raw)
     return out
 
 
-def _decode_wave(engine, two_level, wave, adaptation, tokenizer, tracker, tuner
-                 ) -> list[list[int]]:
+def _decode_wave(engine, two_level, wave, adaptation, tokenizer, tracker, tuner,
+                 trimmed_streams: bool = False) -> list[list[int]]:
     """Token ids of every block of a wave of groups (in group, then block order): each
     group's stream decodes its active blocks, in block order, at every step, its adapter
     (if any) adapting their tables first. A block whose tokens spell more bytes than it
@@ -238,12 +279,13 @@ def _decode_wave(engine, two_level, wave, adaptation, tokenizer, tracker, tuner
     blocks = [b for group, _ in wave for b in group]
     group_of = [g for g, (group, _) in enumerate(wave) for _ in group]
     first = [group_of.index(g) for g in range(len(wave))]  # each group's first block
-    decoders = [StreamDecoder(stream, two_level) for _, stream in wave]
+    decoders = [StreamDecoder(stream, two_level, trimmed_streams) for _, stream in wave]
     adapters = [adapter_for(adaptation, len(group)) for group, _ in wave]
     ids: list[list[int]] = [[] for _ in blocks]
     token_bytes = tokenizer.byte_lengths()
     spelled = np.zeros(len(blocks), np.int64)
-    declared = np.array([b.raw_size for b in blocks])
+    declared = np.array([b.raw_size if b.raw_size != UNKNOWN else np.iinfo(np.int64).max
+                         for b in blocks])
 
     def decoded(t, freqs, active):
         tokens = np.empty(len(active), np.int64)

@@ -24,8 +24,8 @@ import numpy as np
 
 from llmzip.errors import CorruptArchiveError
 
-__all__ = ["TwoLevel", "CoderRows", "encode_group", "StreamDecoder", "default_bucket_size",
-           "code_lengths"]
+__all__ = ["TwoLevel", "CoderRows", "encode_group", "trimmed", "StreamDecoder",
+           "default_bucket_size", "code_lengths"]
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)  # perfect=True: far too slow
 
@@ -105,27 +105,83 @@ class TwoLevel:
                          code_lengths(freqs, tokens))
 
 
-def encode_group(rows: list[CoderRows]) -> bytes:
-    """One range-coder stream for segments coded side by side (rows in group order): for
-    each step t, the buckets of every segment that has a token t, then their positions,
-    which is the order `StreamDecoder` reads them in."""
-    encoder = constriction.stream.queue.RangeEncoder()
+def _steps(rows: list[CoderRows]):
+    """(symbols, rows) in stream order: for each step t, the buckets of every segment that
+    has a token t, then their positions."""
     for t in range(max(len(r.buckets) for r in rows)):
         active = [r for r in rows if len(r.buckets) > t]
-        encoder.encode(np.array([r.buckets[t] for r in active], np.int32), _FAMILY,
-                       np.stack([r.masses[t] for r in active]))
-        encoder.encode(np.array([r.offsets[t] for r in active], np.int32), _FAMILY,
-                       np.stack([r.inner[t] for r in active]))
-    return encoder.get_compressed().astype("<u4").tobytes()
+        yield (np.array([r.buckets[t] for r in active], np.int32),
+               np.stack([r.masses[t] for r in active]))
+        yield (np.array([r.offsets[t] for r in active], np.int32),
+               np.stack([r.inner[t] for r in active]))
+
+
+def _words(rows: list[CoderRows]) -> np.ndarray:
+    encoder = constriction.stream.queue.RangeEncoder()
+    for symbols, table in _steps(rows):
+        encoder.encode(symbols, _FAMILY, table)
+    return encoder.get_compressed().astype(np.uint32)
+
+
+def encode_group(rows: list[CoderRows]) -> bytes:
+    """One range-coder stream for segments coded side by side (rows in group order), in
+    the order `StreamDecoder` reads them: little-endian 32-bit words."""
+    return _words(rows).astype("<u4").tobytes()
+
+
+def trimmed(rows: list[CoderRows]) -> bytes:
+    """The same symbols as the shortest stream whose missing trailing bytes read as zeros
+    (`StreamDecoder(..., trimmed=True)`): big-endian words, so that the last word's low
+    bytes come last. constriction's encoder ends on the lowest last word that decodes; any
+    larger one up to the end of the final interval decodes too, so the last word is rounded
+    up to the most trailing zero bytes that still decode, each candidate checked by
+    decoding it with the same rows. A short message's stream loses 1.5 bytes on average."""
+    words = _words(rows)
+    best = words
+    for zero_bytes in (4, 3, 2, 1):
+        candidate = _rounded_up(words, 8 * zero_bytes)
+        if candidate is not None and _decodes(candidate, rows):
+            best = candidate
+            break
+    return best.astype(">u4").tobytes().rstrip(b"\0")
+
+
+def _rounded_up(words: np.ndarray, bits: int) -> np.ndarray | None:
+    """words with the last one rounded up to a multiple of 2^bits (carrying into the one
+    before it when it overflows), or None where that is impossible."""
+    value = int(words[-1])
+    step = 1 << bits
+    up = -(-value // step) * step
+    out = words.copy()
+    if up < 1 << 32:
+        out[-1] = up
+        return out
+    if len(words) < 2 or int(words[-2]) == 0xFFFFFFFF:
+        return None
+    out[-2], out[-1] = int(words[-2]) + 1, up - (1 << 32)
+    return out
+
+
+def _decodes(words: np.ndarray, rows: list[CoderRows]) -> bool:
+    decoder = constriction.stream.queue.RangeDecoder(np.asarray(words, np.uint32))
+    try:
+        return all(np.array_equal(decoder.decode(_FAMILY, table), symbols)
+                   for symbols, table in _steps(rows))
+    except (AssertionError, ValueError, RuntimeError):
+        return False
 
 
 class StreamDecoder:
     """Decodes one group's stream, a step (one token per active segment) at a time."""
 
-    def __init__(self, stream: bytes, two_level: TwoLevel):
-        if len(stream) % 4:
+    def __init__(self, stream: bytes, two_level: TwoLevel, trimmed: bool = False):
+        """stream: little-endian 32-bit words (`encode_group`), or with trimmed, big-endian
+        words whose trailing zero bytes are left out (`trimmed`)."""
+        if trimmed:
+            stream = stream + b"\0" * (-len(stream) % 4)
+        elif len(stream) % 4:
             raise CorruptArchiveError("range-coder stream is not whole 32-bit words (damaged)")
-        words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
+        words = np.frombuffer(stream, dtype=">u4" if trimmed else "<u4").astype(np.uint32)
         self._decoder = constriction.stream.queue.RangeDecoder(words)
         self.two_level = two_level
 

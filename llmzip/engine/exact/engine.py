@@ -61,6 +61,13 @@ class ExactEngine:
     def group_tables(self, segments: list[list[int]]) -> Iterator[tuple[int, dict]]:
         return self.backend.group_tables(self.net, [self._inputs(ids) for ids in segments])
 
+    def prefetch(self, segments: list[list[int]]) -> None:
+        """Segments that will each be a group of their own, run now in one stack of rows
+        (`ExactNetwork.prefetch`), where the backend is the host's."""
+        prefetch = getattr(self.backend, "prefetch", None)
+        if prefetch is not None:
+            prefetch(self.net, [self._inputs(ids) for ids in segments])
+
     def _inputs(self, ids: list[int]) -> np.ndarray:
         """What the network reads to predict ids: the context start, then all but the last."""
         return np.array([self.context_start_id, *ids[:-1]], dtype=np.int64)

@@ -42,6 +42,7 @@ __all__ = ["ExactNetwork", "load_network"]
 LOGIT_ELEMENTS = 2**23  # encoder: vocabulary logits per chunk (170 rows of 49k, 32 of 262k):
 # each chunk's logits, frequencies and products are ~400 MB at 2^24, the encoder's peak
 RECALL_TOKENS = 8192  # encoder: a group this small keeps its outputs for a second pass
+BATCH_ROWS = 4096  # encoder: short segments run as one stack of rows, up to this many
 
 
 class ExactNetwork:
@@ -174,26 +175,60 @@ class ExactNetwork:
         key = tuple(np.asarray(ids, np.int64).tobytes() for ids in segments)
         if key in self._recent:
             return self._recent[key]
-        hidden = [self._hidden(ids, backend) for ids in segments]
+        hidden = self._hidden_many(segments, backend)
+        self._recall(key, hidden)
+        return hidden
+
+    def _recall(self, key: tuple, hidden: list[np.ndarray]) -> None:
         self._recent[key] = hidden
         while sum(len(h) for group in self._recent.values() for h in group) > RECALL_TOKENS:
             del self._recent[next(iter(self._recent))]  # the oldest group
-        return hidden
 
-    def _hidden(self, ids: np.ndarray, backend) -> np.ndarray:
-        """The last layer's output (T, d) for a segment's inputs."""
-        if len(ids) > ar.MAX_KEYS:
-            raise ValueError(f"segment of {len(ids)} tokens exceeds the exact bound of {ar.MAX_KEYS}")
-        positions = np.arange(len(ids))
-        h = self.embed_rows(ids)
-        products = backend.segment_products(len(ids))
+    def prefetch(self, segments: list[np.ndarray], backend) -> None:
+        """Run many one-segment groups' forward at once, for `group_tables` to recall each
+        (many short messages: their rows stacked make one product of BLAS size, where each
+        alone is a few dozen rows)."""
+        budget = RECALL_TOKENS
+        chosen = []
+        for ids in segments:
+            if len(ids) > budget:
+                break
+            chosen.append(ids)
+            budget -= len(ids)
+        for ids, h in zip(chosen, self._hidden_many(chosen, backend)):
+            self._recall((np.asarray(ids, np.int64).tobytes(),), [h])
+
+    def _hidden_many(self, segments: list[np.ndarray], backend) -> list[np.ndarray]:
+        """Each segment's last-layer output (T_i, d): short ones stacked, up to BATCH_ROWS
+        rows a run (the products are the same integers for a row alone or stacked)."""
+        out, run = [], []
+        for ids in list(segments) + [None]:
+            if run and (ids is None or sum(map(len, run)) + len(ids) > BATCH_ROWS):
+                out += self._hidden(run, backend)
+                run = []
+            if ids is not None:
+                run.append(ids)
+        return out
+
+    def _hidden(self, segments: list[np.ndarray], backend) -> list[np.ndarray]:
+        """The last layer's output (T_i, d) of segments whose rows run stacked."""
+        for ids in segments:
+            if len(ids) > ar.MAX_KEYS:
+                raise ValueError(f"segment of {len(ids)} tokens exceeds the exact bound of "
+                                 f"{ar.MAX_KEYS}")
+        bounds = np.cumsum([0] + [len(ids) for ids in segments])
+        positions = np.concatenate([np.arange(len(ids)) for ids in segments])
+        h = self.embed_rows(np.concatenate(segments))
+        products = backend.segment_products(len(h))
 
         def attend(layer, qkv):
-            return backend.attend_segment(self, layer, *self.heads(layer, qkv, positions))
+            q, k, v = self.heads(layer, qkv, positions)
+            return np.concatenate([backend.attend_segment(self, layer, q[a:b], k[a:b], v[a:b])
+                                   for a, b in zip(bounds[:-1], bounds[1:])])
 
         for layer in self.layers:
             h = self.layer(layer, h, functools.partial(attend, layer), products)
-        return h
+        return [h[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 # --- the integer weights' cache -----------------------------------------------------------

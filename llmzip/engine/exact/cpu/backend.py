@@ -243,6 +243,9 @@ class NumbaBackend:
     def group_tables(self, net, segments: list[np.ndarray]):
         return net.group_tables(segments, self)
 
+    def prefetch(self, net, segments: list[np.ndarray]) -> None:
+        net.prefetch(segments, self)
+
     def stepper(self, net, n_rows: int, max_len: int):
         from llmzip.engine.exact.stepper import Stepper
         return Stepper(net, self, n_rows, max_len)
