@@ -225,7 +225,7 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
     With -c, the archives go to standard output back to back, as gzip's members do: that
     stream decompresses to the files' contents, in order. Levels -1 to -9 set the longest
     segment (see --segment-tokens): lower levels decode faster, higher ones compress more."""
-    from llmzip.codec.codec import Codec
+    from llmzip.codec.codec import PREFETCH_MESSAGES, Codec
     from llmzip.parallel.jobs import expand
     if segment_tokens and level:
         raise click.UsageError("give a level or --segment-tokens, not both")
@@ -240,7 +240,11 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
     targets = dict(output_paths(names, output, to_stdout, archive_name))
     remove = _removing(remove, to_stdout, names)
     run.check_targets(names, one_stream, targets, force)
+    small = _small_files(names) if run.team.size == 1 else []
     for job in run.jobs(names, one_stream):
+        if small and job.name == small[0]:  # the next small files' forwards, stacked
+            batch, small = small[:PREFETCH_MESSAGES], small[PREFETCH_MESSAGES:]
+            run.alone.prefetch([read_input(n) for n in batch])
         data = read_input(job.name)
         log.start(job.name, "compressing", len(data))
         bar = ProgressBar("compress", show_progress(quiet) and run.writer(job), 3.6)
@@ -386,6 +390,13 @@ def _side_by_side(run, names: list[str], log) -> dict:
 
 
 SIDE_BY_SIDE_BYTES = 4096  # archives this small are decoded together where they are compact
+
+
+def _small_files(names: list[str]) -> list[str]:
+    """Inputs short enough for their forwards to run stacked, in order, where there are
+    several."""
+    small = [n for n in names if n != "-" and Path(n).stat().st_size <= SIDE_BY_SIDE_BYTES]
+    return small if len(small) > 1 else []
 
 
 @main.command(name="test")

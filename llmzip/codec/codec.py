@@ -291,11 +291,14 @@ class Codec:
         out = []
         for start in range(0, len(messages), PREFETCH_MESSAGES):
             batch = messages[start:start + PREFETCH_MESSAGES]
-            self._prefetch(batch)
+            self.prefetch(batch)
             out += [self.compress(message) for message in batch]
         return out
 
-    def _prefetch(self, messages: list[bytes]) -> None:
+    def prefetch(self, messages: list[bytes]) -> None:
+        """Run the model's forward over these inputs' one-segment texts now, as one stack
+        of rows, for the compressions of them that follow (up to PREFETCH_MESSAGES short
+        ones: what the network keeps). Changes no archive, only how fast it comes."""
         s = self.settings
         texts = [m for m in messages if m and seg.has_text(m)]
         if not texts or (s.copies and any(repeats.copies(m) for m in texts)):

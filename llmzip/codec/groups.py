@@ -105,7 +105,8 @@ def encode(engine, segments, candidates, group_size, full_forward, adaptation, t
     parts = team.gather(share)
     if parts is None:
         return None
-    coded = _assemble(parts, engine, two_level, rows_of, segments, group_size, coder)
+    coded = _assemble(parts, engine, two_level, rows_of, segments, group_size, coder,
+                      0 if trim else seg.MODEL_HEADER_BYTES)
     coded.adaptation = adaptation if coded.streams else Adaptation.NONE
     return coded
 
@@ -159,12 +160,13 @@ def _code_share(engine, two_level, rows_of, segments, candidates, ratio, group_s
     return share
 
 
-def _assemble(parts, engine, two_level, rows_of, segments, group_size, coder) -> Coded:
+def _assemble(parts, engine, two_level, rows_of, segments, group_size, coder,
+              naming_bytes: int) -> Coded:
     """The archive's groups (consecutive model-coded segments, group_size at a time) and
     their streams, each coded by a process or, straddling two shares, coded here."""
     coded = [(i, gain, bits) for part in parts for i, gain, bits in part.segments
              if gain > 0 or not engine.batch_invariant]
-    if sum(gain for _, gain, _ in coded) < seg.MODEL_HEADER_BYTES:
+    if sum(gain for _, gain, _ in coded) < naming_bytes:  # (a compact archive: nothing)
         return Coded({}, [])  # naming the model would cost more than it saves
     known = {members: stream for part in parts for members, stream in part.groups}
     bits, streams = {i: b for i, _, b in coded}, []

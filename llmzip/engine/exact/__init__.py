@@ -4,5 +4,6 @@
 the arithmetic; `weights` quantizes a checkpoint; `network` is the forward written once;
 `stepper` the decoder's KV-cached steps; `engine` puts them behind the codec's contract.
 `backend` is the seam where kernels plug in: `cpu/` (numba: one module per instruction set)
-and `torch_backend` (products on a torch device). `v2` is exact-v2, frozen, for old archives.
+and `device/` (torch: the whole network on a device). `v2` is exact-v2, frozen, for old
+archives.
 """
