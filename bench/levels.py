@@ -5,9 +5,9 @@ Usage: python bench/levels.py [--corpus DIR] [--model smollm2-135m] [--bytes N] 
 Each level sets the longest segment (`llmzip.cli.commands.LEVELS`). On the first --bytes of
 alice29.txt (default 24,000: about 6,000 tokens, so that the levels up to 7 cut it
 differently), every level is compressed and decompressed in this process with the same
-model, each archive checked by decoding it: size, bits per byte, both speeds and the
-decoder's peak memory. Levels whose longest segment holds the whole text give the same
-archive as the first such level, and are not run again. Writes bench/results/levels.{json,md}
+model, each archive checked by decoding it: its segments, size, bits per byte and both
+speeds, no level starting with another's forwards kept. Levels whose longest segment holds
+the whole text give the same archive as the first such level, and are not run again. Writes bench/results/levels.{json,md}
 and the docs/RESULTS.md block between the levels-results markers.
 """
 
@@ -23,12 +23,14 @@ from harness.report import bench_arguments, machine, publish
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 from llmzip import Codec
 from llmzip.cli.commands import LEVELS
+from llmzip.engine.factory import open_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure(level: int, data: bytes, model: str) -> dict:
     codec = Codec(model, segment_tokens=LEVELS[level]).load()
+    open_engine(model, None)[0].net.forget()  # no level starts with another's forwards
     started = time.perf_counter()
     blob, stats = codec.compress_with_stats(data)
     compress_s = time.perf_counter() - started
@@ -36,6 +38,7 @@ def measure(level: int, data: bytes, model: str) -> dict:
     assert codec.decompress(blob) == data, f"level {level}: round trip failed"
     decompress_s = time.perf_counter() - started
     row = {"level": level, "segment_tokens": LEVELS[level], "tokens": stats.n_tokens,
+           "segments": len(stats.segments),
            "archive_bytes": len(blob), "bpb": 8 * len(blob) / len(data),
            "compress_kb_s": len(data) / 1e3 / compress_s,
            "decompress_kb_s": len(data) / 1e3 / decompress_s}
@@ -44,14 +47,16 @@ def measure(level: int, data: bytes, model: str) -> dict:
 
 
 def table(rows: list[dict], size: int) -> str:
-    out = ["| level | longest segment (tokens) | archive (bytes) | bits/byte | against -6 "
-           "| compress (KB/s) | decompress (KB/s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    out = ["| level | longest segment (tokens) | segments | archive (bytes) | bits/byte "
+           "| against -6 | compress (KB/s) | decompress (KB/s) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
     six = next(r for r in rows if r["level"] == 6)["archive_bytes"]
     for r in rows:
-        out.append(f"| -{r['level']} | {r['segment_tokens']:,} | {r['archive_bytes']:,} | "
-                   f"{r['bpb']:.3f} | {100 * (r['archive_bytes'] / six - 1):+.1f}% | "
-                   f"{r['compress_kb_s']:.2f} | {r['decompress_kb_s']:.2f} |"
-                   + (" (one segment)" if r.get("same_as") else ""))
+        speeds = (f"as -{r['same_as']} | as -{r['same_as']}" if r.get("same_as") else
+                  f"{r['compress_kb_s']:.2f} | {r['decompress_kb_s']:.2f}")
+        out.append(f"| -{r['level']} | {r['segment_tokens']:,} | {r['segments']} | "
+                   f"{r['archive_bytes']:,} | {r['bpb']:.3f} | "
+                   f"{100 * (r['archive_bytes'] / six - 1):+.1f}% | {speeds} |")
     return "\n".join(out)
 
 

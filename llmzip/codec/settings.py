@@ -126,13 +126,17 @@ class Machine:
         _check_range("decode_batch", self.decode_batch, (1, 2**16), optional=True)
 
     def memory_budget(self, engine) -> int:
-        """Bytes of KV cache a decoder may hold: as asked, else 768 MiB (exact-v3's int8
-        cache: 15 segments of 4,096 tokens with the default model; alice29's 11 fit), or a
-        quarter of the memory for exact-v2's float64 cache, as llmzip 0.1 had it. With
+        """Bytes of KV cache a decoder may hold: as asked, else what a GPU backend's device
+        offers (`cache_budget`), else 768 MiB (exact-v3's int8 cache: 15 segments of 4,096
+        tokens with the default model; alice29's 11 fit), or a quarter of the memory for
+        exact-v2's float64 cache, as llmzip 0.1 had it. With
         1 GiB, a long file's decode with torch's int8 matmul loaded beside numba went over
         the 1.5 GB we hold the decoder to (docs/PERFORMANCE.md)."""
         if self.decode_memory_mb:
             return self.decode_memory_mb << 20
+        on_device = getattr(engine, "cache_budget", lambda: None)()
+        if on_device:  # a GPU's caches: half of its free memory
+            return on_device
         if engine.arithmetic == Arithmetic.EXACT_V3:
             return DECODE_MEMORY_MB << 20
         return physical_memory() // 4

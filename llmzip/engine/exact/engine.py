@@ -75,5 +75,10 @@ class ExactEngine:
     def stepper(self, n_rows: int, max_len: int):
         return self.backend.stepper(self.net, n_rows, max_len)
 
+    def cache_budget(self) -> int | None:
+        """Bytes of KV cache the backend's device offers a decoder, where it has its own
+        memory (a GPU); None: the host's budget applies."""
+        return getattr(self.backend, "cache_budget", lambda: None)()
+
     def cache_bytes(self, n_rows: int, max_len: int) -> int:
         return self.backend.kv_cache_bytes(self.net, n_rows, max_len)

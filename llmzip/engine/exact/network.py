@@ -179,6 +179,11 @@ class ExactNetwork:
         self._recall(key, hidden)
         return hidden
 
+    def forget(self) -> None:
+        """Let go of the outputs kept for a second pass (so that a benchmark's phases start
+        alike)."""
+        self._recent.clear()
+
     def _recall(self, key: tuple, hidden: list[np.ndarray]) -> None:
         self._recent[key] = hidden
         while sum(len(h) for group in self._recent.values() for h in group) > RECALL_TOKENS:

@@ -313,6 +313,14 @@ class TorchBackend:
     def kv_cache_bytes(self, net, n_rows: int, max_len: int) -> int:
         return KVCache.size_bytes(net, n_rows, max_len)
 
+    def cache_budget(self) -> int | None:
+        """On a GPU, half of its free memory: the decoder's waves are sized to the device
+        (the other half for the weights' copies, activations and attention blocks)."""
+        if self._device.type != "cuda":
+            return None
+        free, _ = torch.cuda.mem_get_info(self._device)
+        return free // 2
+
     # --- the operations, host arrays in and out (tests/test_backends.py) ----------------------
 
     def weights(self, lin) -> torch.Tensor:
