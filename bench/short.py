@@ -2,7 +2,7 @@
 
 Usage: python bench/short.py [--model smollm2-135m] [--no-write]
 
-The 45 messages of bench/data/short (three kinds of real short text, 15 each): each one's
+The 45 messages of corpus/short (three kinds of real short text, 15 each): each one's
 llmzip archive (default settings, compressed alone), the model's cross-entropy, and gzip -9,
 xz -9e, zstd -19, zstd -19 with a 16 KB dictionary trained on 500 other messages of the same
 kind, and brotli -q 11 (where installed). Then 100 messages (the test sets and train
@@ -31,7 +31,7 @@ from llmzip.container import is_compact
 from llmzip.engine.factory import open_engine
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "bench" / "data" / "short"
+DATA = ROOT / "corpus" / "short"
 KINDS = ("commits", "news", "docstrings")
 SPEED_MESSAGES = 100
 NOTE = b"Meeting moved to 3pm tomorrow; please bring the Q3 numbers and the draft contract."

@@ -1,6 +1,6 @@
-"""How bench/data/short/ was collected (run once, on a machine with the sources below).
+"""How corpus/short/ was collected (run once, on a machine with the sources below).
 
-    python bench/data/short/collect.py /path/to/click.git /path/to/python3.11/lib
+    python corpus/short/collect.py /path/to/click.git /path/to/python3.11/lib
 
 Three kinds of real short text, none written by llmzip's authors, each cut to messages of
 60 to 600 bytes, deduplicated, shuffled with a fixed seed, then split: 15 messages a kind to
