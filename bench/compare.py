@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from llmzip.container import describe
+from llmzip.models.presets import archive_model_name
 from llmzip.tools.baselines import baselines
 
 
@@ -14,8 +15,8 @@ def main(original: str, archive: str) -> None:
     data = Path(original).read_bytes()
     facts = describe(Path(archive).read_bytes())
     rows = [("original", len(data))]
-    rows.append((f"llmzip ({facts['model']['name'] if facts['model'] else 'no model'})",
-                 facts["archive_bytes"]))
+    model = archive_model_name(facts["model"]) if facts["model"] else "no model"
+    rows.append((f"llmzip ({model})", facts["archive_bytes"]))
     for key in ("gzip", "zstd"):
         base = baselines()[key]
         packed = base.compress(data)

@@ -167,3 +167,20 @@ def test_the_command_line_decodes_many_small_compact_archives_side_by_side(tiny_
     assert "compact archives side by side" in result.stderr
     for i, message in enumerate(MESSAGES[:6]):
         assert (tmp_path / f"m{i}.txt").read_bytes() == message
+
+
+def test_make_demos_comparison_names_a_compact_archives_model(tiny_preset, tmp_path):
+    """bench/compare.py, what `make demo` prints last, on a compact archive (its preset
+    number is unknown in a fresh process: it says so)."""
+    import subprocess
+    import sys
+    src, archive = tmp_path / "note.txt", tmp_path / "note.txt.llmz"
+    src.write_bytes(NOTE)
+    archive.write_bytes(_compact(tiny_preset))
+    proc = subprocess.run([sys.executable, "bench/compare.py", str(src), str(archive)],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("llmzip ("))
+    assert line.split() == ["llmzip", "(preset", "number", "15)",
+                            str(archive.stat().st_size), f"{8 * len(_compact(tiny_preset)) / len(NOTE):.3f}"]

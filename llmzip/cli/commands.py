@@ -462,11 +462,8 @@ def _list(files) -> None:
 
 
 def _model_name(m: dict) -> str:
-    """A model as an archive names it: by name, or a compact archive's by preset number."""
-    if "name" in m:
-        return m["name"]
-    from llmzip.models.presets import preset_by_number
-    return preset_by_number(m["preset_number"]) or f"preset number {m['preset_number']}"
+    from llmzip.models.presets import archive_model_name
+    return archive_model_name(m)
 
 
 def _format_info(label: str, f: dict) -> str:

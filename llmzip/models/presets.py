@@ -17,7 +17,7 @@ from llmzip.cache import cache_root
 from llmzip.errors import ModelUnavailableError
 
 __all__ = ["Preset", "PRESETS", "DEFAULT_MODEL", "Source", "resolve", "model_file_bytes", "list_models",
-           "preset_by_number"]
+           "preset_by_number", "archive_model_name"]
 
 
 @dataclass(frozen=True)
@@ -149,3 +149,11 @@ def list_models() -> list[dict]:
 def preset_by_number(number: int) -> str | None:
     """The preset a compact archive's number names, or None."""
     return next((name for name, p in PRESETS.items() if p.number == number), None)
+
+
+def archive_model_name(model: dict) -> str:
+    """The model `container.describe`'s facts name: a full archive's by name, a compact
+    archive's by its preset number."""
+    if "name" in model:
+        return model["name"]
+    return preset_by_number(model["preset_number"]) or f"preset number {model['preset_number']}"
