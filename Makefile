@@ -76,6 +76,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/memorization.py
 	$(BIN)/python bench/adaptation.py
+	$(BIN)/python bench/short.py
+	$(BIN)/python bench/levels.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info
