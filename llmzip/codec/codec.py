@@ -223,10 +223,8 @@ class Codec:
         self.machine.apply_threads()
         trim = compact and len(segments) == 1 and self._compact_allowed(engine)
         coded = groups.encode(engine, segments, candidates, s.group_size,
-                                   engine.full_forward and s.encoder == "full",
-                                   s.adaptation_enum(), self.team, progress, observe, trim)
-        if coded is not None:
-            coded.trimmed = trim and bool(coded.streams)
+                              engine.full_forward and s.encoder == "full",
+                              s.adaptation_enum(), self.team, progress, observe, trim)
         return segments, coded, engine
 
     def _compact_allowed(self, engine) -> bool:

@@ -108,6 +108,7 @@ def encode(engine, segments, candidates, group_size, full_forward, adaptation, t
     coded = _assemble(parts, engine, two_level, rows_of, segments, group_size, coder,
                       0 if trim else seg.MODEL_HEADER_BYTES)
     coded.adaptation = adaptation if coded.streams else Adaptation.NONE
+    coded.trimmed = trim and bool(coded.streams)
     return coded
 
 
