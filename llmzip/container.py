@@ -1,6 +1,6 @@
 """The archive's bytes: magic, version, header, payloads and the trailing CRC; no torch.
 
-Two forms: the full archive (versions 1 to 4), which can say anything, and the compact
+Two forms: the full archive (versions 1 to 4 and 6), which can say anything, and the compact
 archive (version 5, at the end of this module), a short message's few bytes of framing.
 
 An archive names everything its decoder must use (model, arithmetic, coder settings), lists
@@ -28,7 +28,7 @@ from llmzip.errors import CorruptArchiveError
 
 __all__ = [
     "MAGIC", "FORMAT_VERSION", "READ_VERSIONS", "Method", "Arithmetic", "Adaptation",
-    "ModelInfo", "Block", "Copy", "Header",
+    "ModelInfo", "Block", "Copy", "Header", "LayoutKind", "Layout",
     "pack", "unpack", "describe", "split_members", "check_bucket_size",
     "MAX_SEGMENT_TOKENS", "MAX_GROUP_SIZE", "MAX_BUCKET_SIZE", "MAX_BUCKETS", "MAX_THREADS",
     "MAX_TOKENS_PER_BYTE", "COMPACT_VERSION", "Compact", "is_compact", "pack_compact",
@@ -39,10 +39,14 @@ MAGIC = b"LLMZ"
 # The version byte is the version needed to read an archive: 1 for the model alone (byte
 # for byte what llmzip wrote before adaptation, and readable by it), 2 for counts-v1, 3
 # for counts (`Adaptation`), 4 for an archive with copies of long repeats (`repeats`),
-# whatever its adaptation. An archive is written with the lowest version that holds it.
-FORMAT_VERSION = 4  # the newest this llmzip writes
-READ_VERSIONS = (1, 2, 3, 4)
+# whatever its adaptation, 6 for a file split into a text stream and a binary stream
+# (`Layout`); 5 is the compact form. An archive is written with the lowest version that
+# holds it.
+FORMAT_VERSION = 6  # the newest this llmzip writes
+READ_VERSIONS = (1, 2, 3, 4, 6)  # of the full form
 COPIES_VERSION = 4
+LAYOUT_VERSION = 6
+TAR_NAME_BYTES = 101  # a tar member's name in the text stream: its field's 100 bytes at most, "\n"
 CHECKSUM_BYTES = 8
 FINGERPRINT_BYTES = 16
 CRC_BYTES = 4
@@ -146,9 +150,30 @@ class Copy:
     size: int
 
 
+class LayoutKind(enum.IntEnum):
+    """How a layout says where the text runs are."""
+
+    RUNS = 1  # as a list of (binary, text) byte counts
+    TAR = 2  # as the tar members whose contents are text: the binary stream's headers say the rest
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A file of text runs inside binary bytes, as two streams: the text runs joined (which
+    the blocks tile) and the other bytes joined, coded as one classical block (`binary`).
+    Format version 6; `codec.mixed` cuts and joins."""
+
+    kind: LayoutKind
+    binary: Block  # LZMA or STORED: the binary stream
+    text_size: int  # bytes of the text stream
+    runs: tuple[tuple[int, int], ...] = ()  # RUNS: (binary bytes, text bytes), in file order
+    members: tuple[bool, ...] = ()  # TAR: for each member header, in order: contents in text?
+
+
 @dataclass
 class Header:
-    """The blocks tile the literal bytes: the original with its copies taken out."""
+    """The blocks tile the literal bytes: the original with its copies taken out, or with a
+    layout, the text stream with its copies taken out."""
 
     original_size: int
     checksum: bytes
@@ -156,12 +181,19 @@ class Header:
     model: ModelInfo | None = None
     stream_sizes: list[int] = field(default_factory=list)  # one per group of MODEL blocks
     copies: list[Copy] = field(default_factory=list)  # format version 4: in file order
+    layout: Layout | None = None  # format version 6
 
     @property
     def format_version(self) -> int:
         """The lowest version that holds this header: what a reader needs."""
         return max(self.model.format_version if self.model else 1,
-                   COPIES_VERSION if self.copies else 1)
+                   COPIES_VERSION if self.copies else 1,
+                   LAYOUT_VERSION if self.layout else 1)
+
+    @property
+    def text_size(self) -> int:
+        """The bytes the blocks and copies make: the original, or its text stream."""
+        return self.layout.text_size if self.layout else self.original_size
 
     def model_blocks(self) -> list[Block]:
         return [b for b in self.blocks if b.method == Method.MODEL]
@@ -217,6 +249,23 @@ def _header_bytes(h: Header) -> bytes:
         for c in h.copies:  # each as the literal bytes before it, its distance back, its size
             out += varint(c.dest - end) + varint(c.dest - c.source) + varint(c.size)
             end = c.dest + c.size
+    if h.format_version >= LAYOUT_VERSION:
+        out += _layout_bytes(h.layout)
+    return bytes(out)
+
+
+def _layout_bytes(layout: Layout) -> bytes:
+    b = layout.binary
+    out = bytearray([int(layout.kind), int(b.method)])
+    out += varint(b.raw_size) + varint(b.payload_size) + varint(layout.text_size)
+    if layout.kind == LayoutKind.RUNS:
+        out += varint(len(layout.runs))
+        for binary, text in layout.runs:
+            out += varint(binary) + varint(text)
+    else:
+        out += varint(len(layout.members))
+        bits = sum(1 << i for i, text in enumerate(layout.members) if text)
+        out += bits.to_bytes(-(-len(layout.members) // 8), "little")
     return bytes(out)
 
 
@@ -228,7 +277,7 @@ def pack(header: Header, payloads: list[bytes], streams: list[bytes]) -> bytes:
     out = bytearray(MAGIC)
     out.append(header.format_version)
     out += varint(len(body)) + body
-    for p in payloads:
+    for p in payloads:  # with a layout, the binary stream's payload last
         out += p
     for s in streams:
         out += s
@@ -317,10 +366,10 @@ def _read_model(r: Reader, arithmetic: Arithmetic, version: int) -> ModelInfo:
                      threads, runtime, adaptation)
 
 
-def _read_count(r: Reader, what: str) -> int:
-    """A list's length, before the list is built: each entry takes three bytes or more."""
+def _read_count(r: Reader, what: str, entry_bytes: int = 3) -> int:
+    """A list's length, before the list is built: each entry takes entry_bytes or more."""
     count = r.varint(f"{what} count")
-    if count > (r.end - r.pos) // 3:
+    if count > (r.end - r.pos) // entry_bytes:
         raise CorruptArchiveError(f"archive header: {what} count {count} does not fit in the "
                                   "header (damaged or crafted)")
     return count
@@ -349,6 +398,30 @@ def _read_copies(r: Reader) -> list[Copy]:
     return copies
 
 
+def _read_layout(r: Reader) -> Layout:
+    kind = _enum(LayoutKind, r.byte("layout kind"), "layout kind")
+    method = _enum(Method, r.byte("binary stream method"), "binary stream method")
+    if method == Method.MODEL:
+        raise CorruptArchiveError("archive header: the binary stream is model-coded (damaged)")
+    binary = Block(method, r.varint("binary stream size"),
+                   payload_size=r.varint("binary stream payload size"))
+    text_size = r.varint("text stream size")
+    if kind == LayoutKind.RUNS:
+        count = _read_count(r, "text run", entry_bytes=2)
+        runs = tuple((r.varint("binary run"), r.varint("text run")) for _ in range(count))
+        return Layout(kind, binary, text_size, runs=runs)
+    count = r.varint("tar member count")
+    if count > binary.raw_size // 512:
+        raise CorruptArchiveError(f"archive header: {count} tar members do not fit in a binary "
+                                  f"stream of {binary.raw_size} bytes (damaged or crafted)")
+    bits = int.from_bytes(r.take(-(-count // 8), "tar member flags"), "little")
+    if bits >> count:
+        raise CorruptArchiveError("archive header: tar member flags past the last member "
+                                  "(damaged)")
+    return Layout(kind, binary, text_size,
+                  members=tuple(bool(bits >> i & 1) for i in range(count)))
+
+
 def _read_header(blob: bytes, start: int, end: int) -> tuple[Header, int]:
     """The checked header of the archive at blob[start:], reading no further than `end`, and
     the offset where its payloads begin."""
@@ -372,9 +445,10 @@ def _read_header(blob: bytes, start: int, end: int) -> tuple[Header, int]:
     n_groups = -(-n_model // model.group_size) if n_model else 0
     stream_sizes = [hr.varint("stream size") for _ in range(n_groups)]
     copies = _read_copies(hr) if version >= COPIES_VERSION else []
+    layout = _read_layout(hr) if version >= LAYOUT_VERSION else None
     if hr.pos != hr.end:
         raise CorruptArchiveError("archive header has trailing bytes (damaged)")
-    header = Header(original_size, checksum, blocks, model, stream_sizes, copies)
+    header = Header(original_size, checksum, blocks, model, stream_sizes, copies, layout)
     _check_blocks(header)
     return header, hr.end
 
@@ -405,7 +479,8 @@ def _check_model(m: ModelInfo) -> None:
 
 
 def _check_block(index: int, b: Block, model: ModelInfo | None) -> None:
-    where = f"block {index + 1} ({b.method.name.lower()})"
+    where = f"block {index + 1} ({b.method.name.lower()})" if index >= 0 \
+        else f"binary stream ({b.method.name.lower()})"
     if b.raw_size < 1:
         raise CorruptArchiveError(f"archive header: {where} is empty (damaged or crafted)")
     if b.method == Method.STORED and b.payload_size != b.raw_size:
@@ -437,8 +512,38 @@ def _check_blocks(h: Header) -> None:
                 f"archive header: copy {index + 1} of {c.size} bytes from byte {c.source} to "
                 f"byte {c.dest} is empty, overlaps its source or leaves the file of "
                 f"{h.original_size} bytes (damaged or crafted)")
-    if sum(b.raw_size for b in h.blocks) + sum(c.size for c in h.copies) != h.original_size:
+    if h.layout is not None:
+        _check_layout(h.layout, h.original_size)
+    for index, c in enumerate(h.copies):
+        if c.dest + c.size > h.text_size:
+            raise CorruptArchiveError(f"archive header: copy {index + 1} leaves the text "
+                                      f"stream of {h.text_size} bytes (damaged or crafted)")
+    if sum(b.raw_size for b in h.blocks) + sum(c.size for c in h.copies) != h.text_size:
         raise CorruptArchiveError("archive blocks do not add up to the original size (damaged)")
+
+
+def _check_layout(layout: Layout, original_size: int) -> None:
+    """Both streams within the file (a tar's text members' padding is in neither, its
+    members' names in both: the binary stream keeps their fields, blank); the runs tiling
+    it exactly, in their canonical form (no empty run after the first binary one)."""
+    b = layout.binary
+    _check_block(-1, b, None)
+    names = TAR_NAME_BYTES * len(layout.members)
+    if b.raw_size + layout.text_size > original_size + names:
+        raise CorruptArchiveError(f"archive header: binary stream of {b.raw_size} bytes and "
+                                  f"text stream of {layout.text_size} in a file of "
+                                  f"{original_size} (damaged or crafted)")
+    if layout.kind == LayoutKind.RUNS:
+        if not layout.runs or any(text < 1 for _, text in layout.runs) \
+                or any(binary < 1 for binary, _ in layout.runs[1:]):
+            raise CorruptArchiveError("archive header: an empty text or binary run (damaged)")
+        if sum(binary for binary, _ in layout.runs) > b.raw_size \
+                or sum(text for _, text in layout.runs) != layout.text_size \
+                or layout.text_size != original_size - b.raw_size:
+            raise CorruptArchiveError("archive header: the text runs do not tile the file "
+                                      "(damaged or crafted)")
+    elif not any(layout.members):
+        raise CorruptArchiveError("archive header: a tar layout with no text member (damaged)")
 
 
 def check_bucket_size(bucket_size: int, vocab_size: int) -> None:
@@ -456,11 +561,12 @@ def check_bucket_size(bucket_size: int, vocab_size: int) -> None:
 
 def _payload_bytes(h: Header) -> int:
     return (sum(b.payload_size for b in h.blocks if b.method != Method.MODEL)
-            + sum(h.stream_sizes))
+            + (h.layout.binary.payload_size if h.layout else 0) + sum(h.stream_sizes))
 
 
 def unpack(blob: bytes) -> tuple[Header, list[bytes], list[bytes]]:
-    """Parse and check one archive: (header, classical payloads, group streams).
+    """Parse and check one archive: (header, classical payloads, group streams). With a
+    layout, the binary stream's payload is the last of the payloads.
 
     Raises CorruptArchiveError naming the first problem found. Nothing here needs a model.
     """
@@ -469,10 +575,10 @@ def unpack(blob: bytes) -> tuple[Header, list[bytes], list[bytes]]:
     if pos + _payload_bytes(header) != len(blob) - CRC_BYTES:
         raise CorruptArchiveError("archive payload sizes do not match its length (damaged)")
     payloads = []
-    for b in header.blocks:
-        if b.method != Method.MODEL:
-            payloads.append(blob[pos:pos + b.payload_size])
-            pos += b.payload_size
+    classical = [b for b in header.blocks if b.method != Method.MODEL]
+    for b in classical + ([header.layout.binary] if header.layout else []):
+        payloads.append(blob[pos:pos + b.payload_size])
+        pos += b.payload_size
     streams = []
     for size in header.stream_sizes:
         streams.append(blob[pos:pos + size])
@@ -566,8 +672,19 @@ def describe(blob: bytes) -> dict:
         "copied_bytes": sum(c.size for c in header.copies),
         "model_tokens": sum(b.n_tokens for b in model_blocks),
         "model_bytes": sum(b.raw_size for b in model_blocks),
+        "layout": None if header.layout is None else _describe_layout(header.layout),
     }
     return facts
+
+
+def _describe_layout(layout: Layout) -> dict:
+    b = layout.binary
+    return {"kind": layout.kind.name.lower(), "text_bytes": layout.text_size,
+            "binary_bytes": b.raw_size,
+            "binary_method": b.method.name.lower(), "binary_payload_bytes": b.payload_size,
+            "text_runs": len(layout.runs) if layout.kind == LayoutKind.RUNS
+            else sum(layout.members),
+            "tar_members": len(layout.members)}
 
 
 # --- the compact form (format version 5) -------------------------------------------------

@@ -271,7 +271,8 @@ def test_archives_are_the_same_bytes_on_every_backend_and_decode_on_each(tiny_ll
 
 
 @pytest.mark.parametrize("device", DEVICES[1:])
-@pytest.mark.parametrize("suffix", ["", "-counts", "-counts-copies"])
+@pytest.mark.parametrize("suffix", ["", "-counts", "-counts-copies", "-counts-tar",
+                                    "-counts-runs"])
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
 def test_golden_archives_decode_through_every_backend(name, suffix, device, monkeypatch):
     monkeypatch.chdir(Path(__file__).parent)

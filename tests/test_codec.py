@@ -115,10 +115,22 @@ def test_random_bytes_grow_by_at_most_64_bytes_and_load_no_model(tiny_llama, mon
 
 
 def test_mixed_file_gets_model_blocks_around_a_stored_block(tiny_llama, codecs):
-    header = unpack(codecs(tiny_llama, **SMALL).compress(EDGE_CASES["text, random, text"]))[0]
+    data = EDGE_CASES["text, random, text"]
+    header = unpack(codecs(tiny_llama, layout="none", **SMALL).compress(data))[0]
     methods = [b.method for b in header.blocks]
     assert methods[0] == methods[-1] == Method.MODEL
     assert Method.STORED in methods
+
+
+def test_mixed_file_gets_its_text_cut_out_for_the_model(tiny_llama, codecs):
+    """With a layout (the default), the random bytes are the binary stream, stored, and the
+    text around them is one text stream, all model-coded."""
+    data = EDGE_CASES["text, random, text"]
+    blob = codecs(tiny_llama, **SMALL).compress(data)
+    header = unpack(blob)[0]
+    assert {b.method for b in header.blocks} == {Method.MODEL}
+    assert header.layout.binary.method == Method.STORED and header.layout.text_size == 3000
+    assert codecs(tiny_llama).decompress(blob) == data
 
 
 def test_segments_the_model_codes_worse_than_lzma_go_to_lzma(tiny_llama_other, codecs):
@@ -205,20 +217,26 @@ def test_exact_v2_golden_archives_still_decode(name):
 
 
 GOLDEN_MODES = [  # adapt, file suffix, settings, format version
-    ("none", "", dict(segment_tokens=48, group_size=3), 1),
+    # tiny-gemma's text ends in 161 binary bytes: coded as one file, as before layouts
+    ("none", "", dict(segment_tokens=48, group_size=3, layout="none"), 1),
     ("counts", "-counts", dict(segment_tokens=128, group_size=8), 3),  # 6 KB: adapting pays
     # 18.6 KB whose last 1,600 bytes repeat bytes 200..1,800: one copy
     ("counts", "-counts-copies", dict(segment_tokens=128, group_size=8), 4),
+    # a tar of 5 members, 3 of them text (format 6, cut by its members: `mixed`)
+    ("counts", "-counts-tar", dict(segment_tokens=128, group_size=8), 6),
+    # 6.9 KB of text runs between binary bytes (format 6, cut by its runs)
+    ("counts", "-counts-runs", dict(segment_tokens=128, group_size=8, layout="runs"), 6),
 ]
 
 
 @pytest.mark.parametrize("adapt, suffix, settings, version", GOLDEN_MODES,
-                         ids=["alone", "adapted", "copies"])
+                         ids=["alone", "adapted", "copies", "tar", "runs"])
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
 def test_exact_v3_golden_archives_are_reproduced_byte_for_byte(name, adapt, suffix, settings,
                                                                version, monkeypatch):
     """exact-v3 on any machine writes exactly these bytes for these texts, with the model
-    alone (format 1, as before adaptation), adapted (format 3) and with a copy (format 4);
+    alone (format 1, as before adaptation), adapted (format 3), with a copy (format 4) and
+    with text cut out of binary input (format 6);
     the archive records the model name as given: a path relative to tests/."""
     monkeypatch.chdir(Path(__file__).parent)
     original = (GOLDEN / f"{name}-exact-v3{suffix}.orig").read_bytes()

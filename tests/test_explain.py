@@ -106,3 +106,21 @@ def test_a_copy_is_one_labelled_element_where_it_sits_among_the_tokens(tiny_llam
 
     assert shown(before) == text[:17_000].decode().replace("\r", "")
     assert shown(after) == "#" + text[17_000:17_500].decode().replace("\r", "")
+
+
+def test_a_tar_shows_its_text_stream_then_its_binary_stream(tiny_llama):
+    """With a layout the page shows what the model read: the text stream (each member's
+    name on a line, then a text member's contents), then the binary stream as one element."""
+    from test_mixed import SOURCES, make_tar
+
+    from llmzip import Codec
+    from llmzip.codec import mixed
+    from llmzip.tools.explain import explain
+    tar = make_tar(SOURCES)
+    page, stats = explain(Codec(tiny_llama, segment_tokens=128), tar, "src.tar")
+    body = page.split('<pre id="text">')[1].split("</pre>")[0]
+    binary = len(mixed.plan(tar).binary)
+    assert stats.blocks["binary"] == binary
+    assert body.endswith(f"[{binary:,} bytes between the text runs, coded without the model]"
+                         "</span>")
+    assert "src/alice.txt\n" in html.unescape(re.sub(r"<[^>]+>", "", body))

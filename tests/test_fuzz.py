@@ -22,12 +22,15 @@ from conftest import corpus_file
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from llmzip import Codec
 from llmzip.cli.commands import main
 from llmzip.container import (
     Arithmetic,
     Block,
     Copy,
     Header,
+    Layout,
+    LayoutKind,
     Method,
     ModelInfo,
     describe,
@@ -83,16 +86,38 @@ def _acceptable(header: Header, payloads: list[bytes], streams: list[bytes]) -> 
     if any(len(s) < 4 or len(s) % 4 for s in streams):
         return False
     classical = [b for b in header.blocks if b.method != Method.MODEL]
+    lay = header.layout
+    if lay is not None:
+        classical.append(lay.binary)
+        if not _acceptable_layout(lay, header.original_size):
+            return False
     if sum(len(p) for p in payloads) != sum(b.payload_size for b in classical):
         return False
+    text_size = lay.text_size if lay else header.original_size
     end = 0
-    for c in header.copies:  # in order, each after its source, inside the file
+    for c in header.copies:  # in order, each after its source, inside the (text) stream
         if not (c.dest >= end and c.size >= 1 and 0 <= c.source and c.source + c.size <= c.dest
-                and c.dest + c.size <= header.original_size):
+                and c.dest + c.size <= text_size):
             return False
         end = c.dest + c.size
     return sum(b.raw_size for b in header.blocks) + sum(c.size for c in header.copies) \
-        == header.original_size
+        == text_size
+
+
+def _acceptable_layout(lay: Layout, original_size: int) -> bool:
+    """docs/FORMAT.md's rules for the layout of format version 6."""
+    b = lay.binary
+    if b.method == Method.MODEL or b.raw_size < 1 or \
+            b.raw_size + lay.text_size > original_size + 101 * len(lay.members):
+        return False
+    if (b.method == Method.STORED and b.payload_size != b.raw_size) or \
+            (b.method == Method.LZMA and b.payload_size < 1):
+        return False
+    if lay.kind == LayoutKind.TAR:
+        return any(lay.members) and len(lay.members) <= b.raw_size // 512
+    return (bool(lay.runs) and all(t >= 1 for _, t in lay.runs)
+            and all(g >= 1 for g, _ in lay.runs[1:]) and sum(g for g, _ in lay.runs) <= b.raw_size
+            and sum(t for _, t in lay.runs) == lay.text_size == original_size - b.raw_size)
 
 
 # --- strategies: values inside the limits, at them, and far past them ----------------------
@@ -168,9 +193,48 @@ def archives(draw, small: bool = False):
         copies.append(Copy(dest, dest - draw(_around(0, 2**40, 128)), size))
         end = dest + size
     total += sum(c.size for c in copies)
+    layout = draw(st.one_of(st.none(), st.none(), st.none(), layouts(total, small)))
+    if layout is not None:
+        size = layout.binary.payload_size
+        payloads.append(draw(st.binary(min_size=size, max_size=size)) if size <= 80
+                        else bytes(size) if size <= 1 << 16 else b"")
+        total = draw(_mostly(st.just(layout.text_size + layout.binary.raw_size + (
+            512 * sum(layout.members) if layout.kind == LayoutKind.TAR else 0)),
+            st.just(total)))
     original = draw(_mostly(st.just(total), st.sampled_from([total + 1, max(total - 1, 0)])))
     return Header(original, draw(st.binary(min_size=8, max_size=8)), block_list, model,
-                  copies=copies), payloads, streams
+                  copies=copies, layout=layout), payloads, streams
+
+
+@st.composite
+def layouts(draw, text_size: int, small: bool = False):
+    """Many alternating runs, or many tar members, around the limits: usually a text stream
+    the size of the blocks and copies drawn, and runs that tile it."""
+    kind = draw(st.sampled_from([LayoutKind.RUNS, LayoutKind.TAR]))
+    method = draw(_mostly(st.sampled_from([Method.STORED, Method.LZMA]), st.just(Method.MODEL)))
+    text_size = draw(_mostly(st.just(text_size), _around(0, 2**40, 200)))
+    if kind == LayoutKind.TAR:
+        members = tuple(draw(st.lists(st.booleans(), min_size=0, max_size=40)))
+        raw_size = draw(_mostly(st.just(512 * len(members) + draw(st.integers(0, 600))),
+                                _around(0, 2**40, 4096)))
+    else:
+        n = draw(st.integers(0, min(40, max(text_size - 1, 0))))
+        cuts = sorted(draw(st.lists(st.integers(1, max(text_size - 1, 1)), min_size=n,
+                                    max_size=n, unique=True))) if text_size > 1 else []
+        texts = [b - a for a, b in zip([0] + cuts, cuts + [text_size])]
+        gaps = [draw(st.integers(1 if i else 0, 64)) for i in range(len(texts))]
+        if gaps and draw(_mostly(st.just(False), st.just(True))):  # one gap out of range
+            gaps[draw(st.integers(0, len(gaps) - 1))] = draw(st.sampled_from([0, 2**40]))
+        runs = tuple(zip(gaps, texts)) if text_size > 0 else ()
+        members = ()
+        raw_size = draw(_mostly(st.just(sum(gaps) + draw(st.integers(1, 64))),
+                                _around(0, 2**40, 256)))
+    payload = raw_size if method == Method.STORED else draw(_around(1, 2**40, 80))
+    if method == Method.MODEL:
+        return Layout(kind, Block(method, raw_size, n_tokens=payload), text_size,
+                      runs=runs if kind == LayoutKind.RUNS else (), members=members)
+    return Layout(kind, Block(method, raw_size, payload_size=payload), text_size,
+                  runs=runs if kind == LayoutKind.RUNS else (), members=members)
 
 
 # --- container level: only CorruptArchiveError, and exactly for what breaks a limit ---------
@@ -351,6 +415,64 @@ def test_no_archive_reaches_an_internal_error(tiny_archive, archive, real_finger
         else _with_real_model(tiny_archive, archive, real_fingerprint)
     _, line = _decode_in_process(blob)
     assert "internal error" not in line, line
+
+
+# --- layouts: many alternating runs and members ------------------------------------------------
+
+@st.composite
+def valid_layout_archives(draw):
+    """Archives of STORED blocks whose layout is valid: up to 300 alternating runs, or up to
+    300 tar members."""
+    kind = draw(st.sampled_from([LayoutKind.RUNS, LayoutKind.TAR]))
+    texts = draw(st.lists(st.integers(1, 300), min_size=1, max_size=300))
+    text_size = sum(texts)
+    if kind == LayoutKind.RUNS:
+        gaps = [draw(st.integers(0 if i == 0 else 1, 300)) for i in range(len(texts))]
+        raw = sum(gaps) + draw(st.integers(0, 100)) or 1
+        layout = Layout(kind, Block(Method.STORED, raw, payload_size=raw), text_size,
+                        runs=tuple(zip(gaps, texts)))
+        original = text_size + raw
+    else:
+        members = tuple(draw(st.lists(st.booleans(), min_size=1, max_size=300)))
+        members = members if any(members) else (True,) + members[1:]
+        raw = 512 * len(members) + draw(st.integers(0, 100))
+        layout = Layout(kind, Block(Method.STORED, raw, payload_size=raw), text_size,
+                        members=members)
+        original = text_size + raw + draw(st.integers(0, 10_000))
+    header = Header(original, bytes(8), [Block(Method.STORED, text_size, payload_size=text_size)],
+                    layout=layout)
+    return header, [bytes(text_size), bytes(raw)], []
+
+
+@quick
+@given(valid_layout_archives())
+def test_layouts_of_many_runs_are_read_back_as_written(archive):
+    header, payloads, streams = archive
+    assert _acceptable(header, payloads, streams)
+    got, got_payloads, _ = unpack(pack(header, payloads, streams))
+    assert got.layout == header.layout and got_payloads == payloads
+
+
+@pytest.fixture(scope="module")
+def tiny_tar_archive() -> bytes:
+    """A tar of 16 members, text and binary alternating, through the tiny model: some 70
+    blocks, most of them model-coded."""
+    from test_mixed import make_tar
+    text, elf = corpus_file("alice29.txt"), corpus_file("libpython_elf_64k.bin")
+    members = [(f"m{i:02d}", text[1000 * i:1000 * i + 1000 + 7 * i] if i % 2
+                else elf[100 * i:100 * i + 90]) for i in range(16)]
+    blob = Codec(TINY_LLAMA, segment_tokens=64, group_size=2).compress(make_tar(members))
+    assert unpack(blob)[0].layout.kind == LayoutKind.TAR
+    return blob
+
+
+@decoding
+@given(st.data())
+def test_mutated_tar_archives_decode_to_an_exit_code_and_one_line(tiny_tar_archive, data):
+    blob = bytearray(tiny_tar_archive)
+    for _ in range(data.draw(st.integers(1, 3))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    _decode_in_process(_refit_crc(bytes(blob)))
 
 
 # --- the compact form ---------------------------------------------------------------------------

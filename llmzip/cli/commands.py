@@ -217,9 +217,15 @@ class _Team:
               help="Take long repeats out as copies of earlier bytes: 256 bytes or more from 16 KB "
               "back, or 4 KB or more (such an archive is format version 4, which llmzip "
               "before copies cannot read).")
+@click.option("--layout", type=click.Choice(["auto", "runs", "none"]), default="auto",
+              show_default=True, help="Text inside binary input (a tar, an mbox, a binary's long "
+              "strings): cut out for the model, the rest to one LZMA block. auto: a tar by its "
+              "members, anything else by its text runs; runs: text runs in any file; none: "
+              "code the file as it comes (format version 6, which llmzip before layouts "
+              "cannot read).")
 def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive, device, model,
-             arithmetic, segment_tokens, level, group_size, adapt, compact, copies, keep,
-             remove):
+             arithmetic, segment_tokens, level, group_size, adapt, compact, copies, layout,
+             keep, remove):
     """Compress FILES to FILE.llmz (- reads standard input); `llmzip FILE` does too.
 
     With -c, the archives go to standard output back to back, as gzip's members do: that
@@ -236,7 +242,8 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
     run = _Team(lambda team: Codec(model, team, log=log, arithmetic=arithmetic,
                                    threads=threads, group_size=group_size, adapt=adapt,
                                    segment_tokens=segment_tokens or LEVELS[level or 6],
-                                   compact=compact, copies=copies, device=device))
+                                   compact=compact, copies=copies, layout=layout,
+                                   device=device))
     targets = dict(output_paths(names, output, to_stdout, archive_name))
     remove = _removing(remove, to_stdout, names)
     run.check_targets(names, one_stream, targets, force)
@@ -491,6 +498,13 @@ def _format_info(label: str, f: dict) -> str:
         lines.append(f"  decoding   {f['model_tokens']:,} tokens through the model for "
                      f"{f['model_bytes']:,} bytes, in {n_streams} stream"
                      + ("s" if n_streams != 1 else ""))
+    lay = f.get("layout")
+    if lay:
+        cut = (f"{lay['tar_members']:,} members, {lay['text_runs']:,} of them text"
+               if lay["kind"] == "tar" else f"{lay['text_runs']:,} text runs")
+        lines.append(f"  layout     {lay['kind']}: {cut}; text stream {lay['text_bytes']:,} bytes, "
+                     f"binary stream {lay['binary_bytes']:,} bytes "
+                     f"({lay['binary_method']} {lay['binary_payload_bytes']:,} B)")
     if f["copies"]:
         lines.append(f"  copies     {f['copies']:,} of earlier bytes, {f['copied_bytes']:,} bytes")
     for b in f["blocks"]:

@@ -1,13 +1,14 @@
 """File <-> archive: segments -> tokens -> engine -> coder -> container, and the inverse.
 
-Compression is a handful of stages (`Codec.compress_with_stats`): take long repeats out
-as copies (`repeats`), cut the rest into segments (`segments`), get the model's coder
-rows for the candidates (a full forward per segment with exact arithmetic, else the
-decoder's own steps), choose each segment's method,
-code the model segments in groups of `group_size` (one range-coder stream per group), pack
+Compression is a handful of stages (`Codec.compress_with_stats`): take the text runs of
+mixed input out as a text stream, the rest to one LZMA block (`mixed`), take long
+repeats out of the text as copies (`repeats`), cut the rest into segments (`segments`),
+get the model's coder rows for the candidates (a full forward per segment with exact
+arithmetic, else the decoder's own steps), choose each segment's method, code the model
+segments in groups of `group_size` (one range-coder stream per group), pack
 the archive. Decompression decodes a wave of groups at a time in lockstep (`lockstep`), as
-many as the decoder's memory budget allows, puts the copies back, then checks every size
-and the checksum.
+many as the decoder's memory budget allows, puts the copies back, joins the text stream
+with the binary stream, then checks every size and the checksum.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmzip.codec import groups, repeats
+from llmzip.codec import groups, mixed, repeats
 from llmzip.codec import segments as seg
 from llmzip.codec.rangecoder import default_bucket_size
 from llmzip.codec.settings import Settings, physical_memory, release_freed_memory
@@ -28,6 +29,8 @@ from llmzip.container import (
     Block,
     Compact,
     Header,
+    Layout,
+    LayoutKind,
     Method,
     ModelInfo,
     check_bucket_size,
@@ -185,28 +188,47 @@ class Codec:
         archive (the others get None, None)."""
         started, loading_before = time.perf_counter(), self.load_s
         data = bytes(data)
-        found = repeats.copies(data) if self.settings.copies else []
-        segments, coded, engine = self._model_coding(repeats.literal(data, found), progress,
-                                                     observe, compact=not found)
+        cut = self._cut(data)
+        text, binary = (cut.text, cut.binary) if cut else (data, b"")
+        found = repeats.copies(text) if self.settings.copies else []
+        segments, coded, engine = self._model_coding(repeats.literal(text, found), progress,
+                                                     observe, compact=not found and not cut)
         release_freed_memory()  # the encoder's logits and tables: ~400 MB a chunk
         if coded is None:
             return None, None
+        if cut and not coded.bits:  # the model codes none of the text: classical bytes alone
+            cut, binary, found = None, b"", []
+            segments = [seg.Segment(0, data, (), False)]
         blocks, payloads = seg.classical_blocks(segments, set(coded.bits))
         info = self._model_info(engine, coded.adaptation) if coded.bits else None
         if coded.trimmed:  # one segment, coded by a preset's model: the compact form
             archive = pack_compact(PRESETS[self.settings.model_name].number, coded.adaptation,
                                    blocks[0].n_tokens, data, coded.streams[0])
         else:
+            layout = None
+            if cut:
+                layout, payload = _layout(cut, binary)
+                payloads.append(payload)
             archive = pack(Header(len(data), content_checksum(data), blocks, info,
-                                  copies=found), payloads, coded.streams)
+                                  copies=found, layout=layout), payloads, coded.streams)
+        totals = _block_bytes(blocks, found)
+        if cut:
+            totals["binary"] = len(binary)
         stats = CompressStats(
             len(data), len(archive), 8 * sum(map(len, coded.streams)),
             [SegmentCost(segments[i].start, segments[i].ids, coded.bits[i])
-             for i in sorted(coded.bits)], _block_bytes(blocks, found), found,
+             for i in sorted(coded.bits)], totals, found,
             info.name if info else "", info.arithmetic.label if info else "",
             time.perf_counter() - started, self.load_s - loading_before,
             sum(map(len, payloads)))
         return archive, stats
+
+    def _cut(self, data: bytes) -> mixed.Cut | None:
+        """Where the text runs of mixed input are (`mixed`); None for text, for a file with
+        no text, or with layout "none"."""
+        if self.settings.layout == "none" or not seg.has_text(data):
+            return None
+        return mixed.plan(data, tar=self.settings.layout == "auto")
 
     def _model_coding(self, data: bytes, progress, observe, compact: bool = False):
         """The segments of data (the literal bytes), what the model coded (None off
@@ -276,7 +298,9 @@ class Codec:
                 out.append(next(payload_parts))
         data = b"".join(out)
         if header.copies:
-            data = repeats.restore(data, header.copies, header.original_size)
+            data = repeats.restore(data, header.copies, header.text_size)
+        if header.layout:
+            data = _join(header.layout, data, next(payload_parts))
         if len(data) != header.original_size or content_checksum(data) != header.checksum:
             raise CorruptArchiveError(_checksum_failure(header))
         return data
@@ -390,6 +414,23 @@ class Codec:
             if info.arithmetic == Arithmetic.FLOAT:  # most likely another machine's floats
                 raise CorruptArchiveError(_checksum_failure(header)) from None
             raise
+
+
+def _layout(cut: mixed.Cut, binary: bytes) -> tuple[Layout, bytes]:
+    """The header's layout and the binary stream's payload."""
+    method, payload = seg.classical_payload(binary)
+    block = Block(method, len(binary), payload_size=len(payload))
+    runs = tuple(cut.runs) if cut.kind == LayoutKind.RUNS else ()
+    return Layout(cut.kind, block, len(cut.text), runs=runs, members=cut.members), payload
+
+
+def _join(layout: Layout, text: bytes, payload: bytes) -> bytes:
+    """The file from its decoded text stream and its binary stream's payload."""
+    b = layout.binary
+    binary = seg.lzma_decompress(payload, b.raw_size) if b.method == Method.LZMA else payload
+    if layout.kind == LayoutKind.RUNS:
+        return mixed.join(text, binary, list(layout.runs))
+    return mixed.tar_join(text, binary, layout.members)
 
 
 def _compact_failure() -> str:

@@ -19,7 +19,7 @@ from llmzip.container import Block, Method
 from llmzip.errors import CorruptArchiveError
 
 __all__ = ["Segment", "cut", "looks_like_text", "lzma_ratio", "model_saving",
-           "classical_blocks", "lzma_compress", "lzma_decompress"]
+           "classical_blocks", "classical_payload", "lzma_compress", "lzma_decompress"]
 
 _DICT_SIZE = 64 << 20  # preset 9e's dictionary
 _NOT_TEXT = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\udc80-\udcff]")
@@ -81,9 +81,7 @@ def classical_blocks(segments: list[Segment], coded: set[int]) -> tuple[list[Blo
     def flush():
         if run:
             raw = b"".join(run)
-            packed = lzma_compress(raw)
-            method, payload = (Method.LZMA, packed) if len(packed) < len(raw) \
-                else (Method.STORED, raw)
+            method, payload = classical_payload(raw)
             blocks.append(Block(method, len(raw), payload_size=len(payload)))
             payloads.append(payload)
             run.clear()
@@ -96,6 +94,12 @@ def classical_blocks(segments: list[Segment], coded: set[int]) -> tuple[list[Blo
             run.append(seg.raw)
     flush()
     return blocks, payloads
+
+
+def classical_payload(raw: bytes) -> tuple[Method, bytes]:
+    """LZMA2 or stored, whichever is smaller."""
+    packed = lzma_compress(raw)
+    return (Method.LZMA, packed) if len(packed) < len(raw) else (Method.STORED, raw)
 
 
 def _filters(size: int) -> list[dict]:

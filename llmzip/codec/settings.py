@@ -1,7 +1,7 @@
 """What a run is asked to do, checked where it is made.
 
 `Settings` are what an archive records (model, arithmetic, segment and group sizes,
-adaptation, copies of long repeats);
+adaptation, copies of long repeats, the layout of text inside binary input);
 `Machine` is how this machine runs (threads, the decoder's memory) and never changes an
 archive. Both are frozen and validated on construction: a bad value is a one-line
 LlmzipError, never a hang (`segment_tokens=0` once looped forever) or a silent fallback
@@ -26,6 +26,7 @@ THREADS = (1, 1024)
 DECODE_MEMORY_MB = 768  # default key/value cache budget of an exact decoder (`memory_budget`)
 ARITHMETIC = {None: None, "auto": None, "exact": Arithmetic.EXACT_V3, "float": Arithmetic.FLOAT}
 ADAPTATION = {a.label: a for a in Adaptation}
+LAYOUTS = ("auto", "runs", "none")
 
 
 def _check_range(name: str, value, bounds: tuple[int, int], optional: bool = False) -> None:
@@ -48,6 +49,8 @@ class Settings:
     adapt: str = "counts"  # "counts": learn the file's token counts as it goes (`adapt`); "none"
     copies: bool = True  # take long repeats out as copies of earlier bytes (`repeats`)
     compact: bool = True  # a preset's one-segment archive in the compact form (`compact`)
+    layout: str = "auto"  # text runs in mixed input (`mixed`): "auto" (tar members where
+    # it is a tar, else runs), "runs" (runs found in any file) or "none"
 
     def __post_init__(self):
         if self.arithmetic not in ARITHMETIC:
@@ -56,6 +59,8 @@ class Settings:
             raise LlmzipError(f"unknown encoder {self.encoder!r} (full or stepped)")
         if self.adapt not in ADAPTATION:
             raise LlmzipError(f"unknown adaptation {self.adapt!r} ({' or '.join(ADAPTATION)})")
+        if self.layout not in LAYOUTS:
+            raise LlmzipError(f"unknown layout {self.layout!r} ({', '.join(LAYOUTS)})")
         if not isinstance(self.copies, bool):
             raise LlmzipError(f"copies must be True or False (got {self.copies!r})")
         _check_range("segment_tokens", self.segment_tokens, SEGMENT_TOKENS)

@@ -92,13 +92,20 @@ def render_page(data: bytes, stats: CompressStats, tokenizer, name: str,
     # are cut there
     copied_before = itertools.accumulate((c.size for c in stats.copies), initial=0)
     places = [c.dest - before for c, before in zip(stats.copies, copied_before)]
-    literal_size = len(data) - sum(c.size for c in stats.copies)
+    # the literal bytes: of the file, or with a layout (`mixed`) of its text stream, whose
+    # binary stream is shown last
+    literal_size = sum(size for method, size in stats.blocks.items()
+                       if method not in ("copy", "binary"))
     pos = 0
     for seg in stats.segments:
         items += _classical(pos, seg.start, places)
         items += _token_spans(seg, tokenizer, records, (tops or {}).get(seg.start))
         pos = seg.start + len(tokenizer.decode(seg.ids))
     items += _classical(pos, literal_size, places)
+    if stats.blocks.get("binary"):
+        items.append((literal_size, f'<span class="c" title="the binary stream: LZMA or stored">'
+                      f'[{stats.blocks["binary"]:,} bytes between the text runs, coded without '
+                      'the model]</span>'))
     copied = [(place, _copied(c)) for place, c in zip(places, stats.copies)]
     body = [element for _, _, element in sorted(
         [(offset, 1, element) for offset, element in items] +
