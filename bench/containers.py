@@ -16,9 +16,9 @@ own metadata), and coded:
 - the tar through xz -9e and zstd -19 --long.
 The default archive of each tar is decoded and compared byte for byte.
 
-Then the corpus files (the first 16 KB of each): compressed with and without layouts in
-turn, the archives compared and the times side by side, so that what layouts cost a file
-they do not apply to shows. --quick: two small sets, for a try of the script.
+Then the corpus files: whether a layout applies to each, and its first 16 KB compressed
+with and without layouts in turn, the archives and the times side by side, so that what
+layouts cost a file they do not apply to shows. --quick: two small sets, for a try of the script.
 
 Writes bench/results/containers.{json,md} and the docs/RESULTS.md block between the
 containers-results markers.
@@ -134,8 +134,9 @@ def tar_row(name: str, directory: Path, model: str) -> dict:
 
 
 def corpus_row(path: Path, model: str) -> dict:
-    data = path.read_bytes()[:CORPUS_SLICE]
-    row = {"file": path.name, "bytes": len(data), "layout": mixed.plan(data) is not None}
+    whole = path.read_bytes()
+    data = whole[:CORPUS_SLICE]
+    row = {"file": path.name, "bytes": len(whole), "layout": mixed.plan(whole) is not None}
     for label, layout in (("none", "none"), ("auto", "auto")):
         codec = Codec(model, layout=layout)
         forget(model)
@@ -162,12 +163,14 @@ def report(tars: list[dict], corpus: list[dict]) -> str:
             + ", ".join(f"{r['set']} {'identical' if r['identical'] else 'DIFFERENT'} "
                         f"({r['tar_bytes'] / 1024 / r['decompress s']:.2f} KB/s)"
                         for r in tars) + ".", "",
-            f"Corpus files, first {CORPUS_SLICE // 1024} KB of each, compressed without and "
-            "with layouts in turn:", "",
-            "| file | a layout applies | without: bytes | s | with: bytes | s |",
-            "|---|---|---:|---:|---:|---:|"]
+            "Corpus files: whether a layout applies to the whole file (where none does, its "
+            "archive is the one it had before layouts), and its first "
+            f"{CORPUS_SLICE // 1024} KB compressed without and with layouts in turn:", "",
+            "| file | bytes | a layout applies | first 16 KB without: bytes | s | with: bytes "
+            "| s |", "|---|---:|---|---:|---:|---:|---:|"]
     for r in corpus:
-        out.append(f"| {r['file']} | {'yes' if r['layout'] else 'no'} | {r['none']:,} | "
+        out.append(f"| {r['file']} | {r['bytes']:,} | {'yes' if r['layout'] else 'no'} | "
+                   f"{r['none']:,} | "
                    f"{r['none s']:.1f} | {r['auto']:,} | {r['auto s']:.1f} |")
     return "\n".join(out)
 

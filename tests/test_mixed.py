@@ -77,6 +77,13 @@ def tar_headers(tar: bytes):
     return out
 
 
+@pytest.mark.parametrize("name", ["alice29.txt", "asyoulik.txt", "argparse.py",
+                                  "object_h_64k.h", "libpython_elf_64k.bin"])
+def test_no_corpus_file_gets_a_layout(name):
+    """So each one's archive is what it was before layouts."""
+    assert mixed.plan(corpus_file(name)) is None
+
+
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT],
                          ids=["gnu", "pax", "ustar"])
 def test_a_tar_is_cut_by_its_members_and_joined_back_from_its_streams(fmt):
