@@ -175,10 +175,13 @@ def test_without_a_layout_the_tar_is_coded_as_before(tiny_llama):
 
 def test_when_the_model_codes_none_of_the_text_the_archive_has_no_layout(tiny_llama):
     """Runs of one repeated line: LZMA beats any model on them, so there is nothing to
-    cut for, and the file is one classical block as before."""
+    cut for, and the file is one classical block and a copy of its first 5,000 bytes, as
+    before."""
     data = ELF[:800] + b"0123456789abcdef\n" * 300 + ELF[800:1600] + b"=-" * 2000
+    data += data[:5000]
     blob = Codec(tiny_llama).compress(data)
-    assert describe(blob)["layout"] is None
+    facts = describe(blob)
+    assert facts["layout"] is None and facts["copies"] == 1 and len(facts["blocks"]) == 1
     assert blob == Codec(tiny_llama, layout="none").compress(data)
     assert Codec(tiny_llama).decompress(blob) == data
 

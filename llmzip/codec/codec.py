@@ -196,9 +196,10 @@ class Codec:
         release_freed_memory()  # the encoder's logits and tables: ~400 MB a chunk
         if coded is None:
             return None, None
-        if cut and not coded.bits:  # the model codes none of the text: classical bytes alone
-            cut, binary, found = None, b"", []
-            segments = [seg.Segment(0, data, (), False)]
+        if cut and not coded.bits:  # the model codes none of the text: as without a layout
+            cut, binary = None, b""
+            found = repeats.copies(data) if self.settings.copies else []
+            segments = [seg.Segment(0, repeats.literal(data, found), (), False)]
         blocks, payloads = seg.classical_blocks(segments, set(coded.bits))
         info = self._model_info(engine, coded.adaptation) if coded.bits else None
         if coded.trimmed:  # one segment, coded by a preset's model: the compact form
