@@ -1,6 +1,6 @@
 # make demo: set up, then compress, decompress and compare a sample text.
 # make test: set up, then the test suite (.ci/run runs exactly this).
-# make bench: regenerate every table and chart in docs/RESULTS.md (about two hours on 2 cores; alone).
+# make bench: regenerate every table and chart in docs/RESULTS.md (about two and a half hours on 2 cores; alone).
 # make fuzz: the archive fuzzer's long run, 100,000 examples a test (hours; CI runs 200).
 
 PYTHON ?= python3
@@ -78,6 +78,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/adaptation.py
 	$(BIN)/python bench/short.py
 	$(BIN)/python bench/levels.py
+	$(BIN)/python bench/containers.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info

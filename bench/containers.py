@@ -14,7 +14,9 @@ own metadata), and coded:
 - the same files concatenated (in the tar's order) through llmzip, and one by one (the sum
   of their archives);
 - the tar through xz -9e and zstd -19 --long.
-The default archive of each tar is decoded and compared byte for byte.
+The default archive of each tar is decoded and compared byte for byte. The first set is
+also put in an ar archive and a stored zip (where those tools are installed), which llmzip
+cuts by their text runs, and coded likewise.
 
 Then the corpus files: whether a layout applies to each, and its first 16 KB compressed
 with and without layouts in turn, the archives and the times side by side, so that what
@@ -133,6 +135,42 @@ def tar_row(name: str, directory: Path, model: str) -> dict:
     return row
 
 
+OTHER_CONTAINERS = {  # the same files in containers llmzip has no parser for
+    "ar": (["ar", "rcS"], "set.a"),
+    "zip -0 (stored)": (["zip", "-q", "-0", "-X"], "set.zip"),
+}
+
+
+def other_rows(name: str, directory: Path, model: str, concatenated: int) -> list[dict]:
+    """The set in each of OTHER_CONTAINERS (where its tool is installed), coded with default
+    settings and without a layout, and decoded."""
+    files = sorted(p.name for p in directory.iterdir())
+    rows = []
+    for label, (command, filename) in OTHER_CONTAINERS.items():
+        if not shutil.which(command[0]):
+            continue
+        container = directory.parent / filename
+        subprocess.run([*command, str(container), *files], cwd=directory, check=True,
+                       capture_output=True)
+        data = container.read_bytes()
+        container.unlink()
+        row = {"set": name, "container": label, "bytes": len(data),
+               "concatenated": concatenated}
+        for key, layout in (("llmzip", "auto"), ("no layout", "none")):
+            forget(model)
+            started = time.perf_counter()
+            blob = Codec(model, layout=layout).compress(data)
+            row[key], row[f"{key} s"] = len(blob), time.perf_counter() - started
+            if layout == "auto":
+                row["layout"] = describe(blob)["layout"]
+                row["identical"] = Codec(model).decompress(blob) == data
+        row.update(classical(data))
+        row["ratio"] = row["llmzip"] / concatenated
+        print(row, file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
+
+
 def corpus_row(path: Path, model: str) -> dict:
     whole = path.read_bytes()
     data = whole[:CORPUS_SLICE]
@@ -147,7 +185,7 @@ def corpus_row(path: Path, model: str) -> dict:
     return row
 
 
-def report(tars: list[dict], corpus: list[dict]) -> str:
+def report(tars: list[dict], others: list[dict], corpus: list[dict]) -> str:
     extra = [k for k in ("xz -9e", "zstd -19 --long") if k in tars[0]]
     out = ["| tar of | files | text bytes | tar bytes | **llmzip** | runs | no layout | "
            "files concatenated | one by one | " + " | ".join(extra) + " | tar / concatenated |",
@@ -162,8 +200,24 @@ def report(tars: list[dict], corpus: list[dict]) -> str:
             "layouts. Round trips of the default archives: "
             + ", ".join(f"{r['set']} {'identical' if r['identical'] else 'DIFFERENT'} "
                         f"({r['tar_bytes'] / 1024 / r['decompress s']:.2f} KB/s)"
-                        for r in tars) + ".", "",
-            "Corpus files: whether a layout applies to the whole file (where none does, its "
+                        for r in tars) + ".", ""]
+    if others:
+        out += [f"The {others[0]['set']} in other containers, which llmzip has no parser "
+                "for: cut by their text runs where a layout applies (an ar archive's headers "
+                "are text, so it is coded as one text file).", "",
+                "| container | bytes | cut | **llmzip** | no layout | files concatenated | "
+                + " | ".join(extra) + " | container / concatenated |",
+                "|---|---:|---|---:|---:|---:|" + "---:|" * len(extra) + "---:|"]
+        for r in others:
+            cut = (f"{r['layout']['kind']}: {r['layout']['text_runs']:,} text runs"
+                   if r["layout"] else "none")
+            out.append(f"| {r['container']} | {r['bytes']:,} | {cut} | **{r['llmzip']:,}** | "
+                       f"{r['no layout']:,} | {r['concatenated']:,} | "
+                       + " | ".join(f"{r[k]:,}" for k in extra) + f" | {r['ratio']:.3f} |")
+        out += ["", "Round trips: " + ", ".join(
+            f"{r['container']} {'identical' if r['identical'] else 'DIFFERENT'}"
+            for r in others) + ".", ""]
+    out += ["Corpus files: whether a layout applies to the whole file (where none does, its "
             "archive is the one it had before layouts), and its first "
             f"{CORPUS_SLICE // 1024} KB compressed without and with layouts in turn:", "",
             "| file | bytes | a layout applies | first 16 KB without: bytes | s | with: bytes "
@@ -181,15 +235,17 @@ def main() -> None:
     args = parser.parse_args()
     Codec(args.model).load()  # loading is not timed
     with tempfile.TemporaryDirectory() as workdir:
-        tars = [tar_row(name, d, args.model)
-                for name, d in collect(Path(workdir), args.quick).items()]
+        sets = collect(Path(workdir), args.quick)
+        tars = [tar_row(name, d, args.model) for name, d in sets.items()]
+        first = next(iter(sets))  # the C headers
+        others = other_rows(first, sets[first], args.model, tars[0]["concatenated"])
     corpus = [corpus_row(p, args.model) for p in corpus_files(args.corpus)
               if not args.quick or p.name == "argparse.py"]
     text = "\n".join([
         f"Measured {datetime.date.today().isoformat()} on {machine()}; "
         f"`bench/containers.py{' --quick' if args.quick else ''}`, {args.model}.", "",
-        report(tars, corpus)])
-    publish(ROOT, "containers", text, {"tars": tars, "corpus": corpus},
+        report(tars, others, corpus)])
+    publish(ROOT, "containers", text, {"tars": tars, "others": others, "corpus": corpus},
             write=not args.no_write and not args.quick)
 
 
