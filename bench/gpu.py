@@ -139,7 +139,7 @@ def identity(model: str, device: str, texts: dict[str, bytes], settings: dict) -
 def golden(device: str) -> list[dict]:
     rows, here = [], ROOT / "tests"
     for name in TINY:
-        for suffix in ("", "-counts", "-counts-copies"):
+        for suffix in ("", "-counts", "-counts-copies", "-counts-tar", "-counts-runs"):
             blob = (here / "golden" / f"{name}-exact-v3{suffix}.llmz").read_bytes()
             want = (here / "golden" / f"{name}-exact-v3{suffix}.orig").read_bytes()
             got = Codec(str(here / "models" / name), device=device).decompress(blob)

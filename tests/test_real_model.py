@@ -11,7 +11,7 @@ import pytest
 from conftest import assert_exact_v2_golden_decodes, corpus_file
 
 from llmzip import Codec
-from llmzip.container import Adaptation, Method, unpack
+from llmzip.container import Adaptation, LayoutKind, Method, unpack
 
 pytestmark = pytest.mark.real_model
 MODEL = "smollm2-135m"
@@ -152,10 +152,18 @@ def test_mixed_text_and_random_bytes():
     data = corpus_file("alice29.txt")[:800] + os.urandom(2000) + corpus_file("alice29.txt")[800:1600]
     codec = Codec(MODEL, segment_tokens=64, group_size=8)
     blob = codec.compress(data)
-    methods = [b.method for b in unpack(blob)[0].blocks]
-    assert methods[0] == Method.MODEL and Method.STORED in methods
+    header = unpack(blob)[0]
+    # the text around the random bytes is one text stream, all model-coded; the random
+    # bytes are the binary stream, stored (`mixed`)
+    assert {b.method for b in header.blocks} == {Method.MODEL}
+    assert header.layout.kind == LayoutKind.RUNS and header.layout.binary.method == Method.STORED
+    assert 1600 <= header.layout.text_size <= 1700  # random bytes may extend a run a little
     assert len(blob) < len(data) - 1000
     assert codec.decompress(blob) == data
+    without = unpack(Codec(MODEL, segment_tokens=64, group_size=8, layout="none")
+                     .compress(data))[0]
+    methods = [b.method for b in without.blocks]
+    assert methods[0] == Method.MODEL and Method.STORED in methods
 
 
 @pytest.mark.slow
