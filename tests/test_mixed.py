@@ -241,3 +241,15 @@ def test_crafted_layouts_are_refused_in_one_line(layout, message):
                     layout=layout), [b"t" * 100, b""], [])
     with pytest.raises(CorruptArchiveError, match=message):
         unpack(blob)
+
+
+def test_the_layout_option_reaches_the_archive(tiny_llama, tmp_path):
+    path = tmp_path / "src.tar"
+    path.write_bytes(make_tar(SOURCES))
+    for layout, kind in (("none", None), ("runs", "runs"), ("auto", "tar")):
+        result = CliRunner().invoke(main, ["compress", "-c", "-q", "-m", tiny_llama,
+                                           "--segment-tokens", "128", "--layout", layout,
+                                           str(path)])
+        assert result.exit_code == 0, result.stderr
+        facts = describe(result.stdout_bytes)
+        assert (facts["layout"] or {}).get("kind") == kind
