@@ -469,7 +469,6 @@ def test_unexpected_exception_is_one_line_asking_for_a_report(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("args, message", [
-    pytest.param(["compress"], "llmzip: Missing argument 'FILES...'", id="missing-file"),
     pytest.param(["compress", "--segment-tokens", "3", "x"], "llmzip: Invalid value for "
                  "'--segment-tokens'", id="out-of-range-option"),
     pytest.param(["squeeze", "x"], "llmzip: No such command 'squeeze'", id="unknown-command"),

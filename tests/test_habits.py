@@ -239,6 +239,40 @@ def test_shell_completion_comes_from_click():
     assert proc.returncode == 0 and b"_llmzip_completion()" in proc.stdout
 
 
+def test_with_no_files_standard_input_goes_to_standard_output():
+    """gzip's filter, between real processes: `tar c DIR | llmzip | llmzip -d`."""
+    from test_mixed import SOURCES, make_tar
+    tar = make_tar(SOURCES)
+    llmzip = [sys.executable, "-m", "llmzip"]
+    for compress in ([], ["-c"], ["compress"]):
+        archive = subprocess.run([*llmzip, *compress, "-q", "-m", TINY_LLAMA], input=tar,
+                                 cwd=REPO, capture_output=True, timeout=120)
+        assert archive.returncode == 0, archive.stderr
+        assert archive.stdout.startswith(b"LLMZ")
+    for decompress in (["-d"], ["-dc"], ["decompress"]):
+        back = subprocess.run([*llmzip, *decompress, "-m", TINY_LLAMA], input=archive.stdout,
+                              cwd=REPO, capture_output=True, timeout=120)
+        assert back.returncode == 0 and back.stdout == tar, back.stderr
+    tested = subprocess.run([*llmzip, "-t", "-m", TINY_LLAMA], input=archive.stdout, cwd=REPO,
+                            capture_output=True, timeout=120)
+    assert tested.returncode == 0 and tested.stdout == b""
+
+
+def test_with_no_files_and_a_terminal_for_input_nothing_is_read():
+    leader, follower = pty.openpty()
+    try:
+        for args in (["compress"], ["-d"], ["-c"]):
+            proc = subprocess.run([sys.executable, "-m", "llmzip", *args], cwd=REPO,
+                                  stdin=follower, capture_output=True, timeout=60)
+            assert proc.returncode == 1
+            assert proc.stderr.decode().splitlines() == [
+                "llmzip: no FILES given, and standard input is a terminal: give FILES or pipe "
+                f"data in; see 'llmzip {'decompress' if args == ['-d'] else 'compress'} -h'"]
+    finally:
+        os.close(follower)
+        os.close(leader)
+
+
 # --- what a person watching sees ---------------------------------------------------------------
 
 def test_v_prints_each_phase_to_a_pipe(notes):

@@ -26,7 +26,7 @@ from llmzip.cli.failures import (
     errors_to_exit_codes,
     team_prefix,
 )
-from llmzip.cli.habits import gzip_style
+from llmzip.cli.habits import gzip_style, standard_input
 from llmzip.cli.outputs import (
     SUFFIX,
     archive_name,
@@ -190,7 +190,7 @@ class _Team:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)
 @_with_common
 @_with_keep
 @_recursive
@@ -228,7 +228,8 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
              keep, remove):
     """Compress FILES to FILE.llmz (- reads standard input); `llmzip FILE` does too.
 
-    With -c, the archives go to standard output back to back, as gzip's members do: that
+    With no FILES, standard input goes to standard output (`tar c DIR | llmzip >
+    DIR.tar.llmz`). With -c, the archives go to standard output back to back, as gzip's members do: that
     stream decompresses to the files' contents, in order. Levels -1 to -9 set the longest
     segment (see --segment-tokens): lower levels decode faster, higher ones compress more."""
     from llmzip.codec.codec import PREFETCH_MESSAGES, Codec
@@ -236,7 +237,7 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
     if segment_tokens and level:
         raise click.UsageError("give a level or --segment-tokens, not both")
     log = Phases(verbose and not quiet)
-    names = expand(files, recursive, lambda p: not p.name.endswith(SUFFIX))
+    names = expand(standard_input(files), recursive, lambda p: not p.name.endswith(SUFFIX))
     one_stream = to_stdout or bool(output)
     compact = compact and not (one_stream and len(names) > 1)  # it can only be a last member
     run = _Team(lambda team: Codec(model, team, log=log, arithmetic=arithmetic,
@@ -343,16 +344,18 @@ def _archives(files, recursive) -> list[str]:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)
 @_with_common
 @_with_keep
 @_with_decoding
 def decompress(files, output, to_stdout, force, threads, quiet, verbose, keep, remove, model,
                batch, memory, recursive, device):
-    """Decompress FILE.llmz to FILE, checking its checksum; `llmzip -d` does too."""
+    """Decompress FILE.llmz to FILE, checking its checksum; `llmzip -d` does too.
+
+    With no FILES, standard input goes to standard output (`llmzip -d < x.llmz`)."""
     log = Phases(verbose and not quiet)
     run = _decoders(model, threads, batch, memory, device, log)
-    names = _archives(files, recursive)
+    names = _archives(standard_input(files), recursive)
     targets = dict(output_paths(names, output, to_stdout, original_name))
     remove = _removing(remove, to_stdout, names)
     one_stream = to_stdout or bool(output)
@@ -407,15 +410,16 @@ def _small_files(names: list[str]) -> list[str]:
 
 
 @main.command(name="test")
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)
 @click.option("--threads", type=click.IntRange(1), help="Threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Print each phase.")
 @_with_decoding
 def test_command(files, threads, quiet, verbose, model, batch, memory, recursive, device):
-    """Decode FILES and verify them without writing anything; `llmzip -t` does too."""
+    """Decode FILES (or standard input) and verify them without writing anything; `llmzip
+    -t` does too."""
     run = _decoders(model, threads, batch, memory, device, Phases(verbose and not quiet))
-    for job in run.jobs(_archives(files, recursive), one_stream=False):
+    for job in run.jobs(_archives(standard_input(files), recursive), one_stream=False):
         data, elapsed = _decompress_one(job.name, run.codec(job),
                                         show_progress(quiet) and run.writer(job))
         if run.writer(job) and not quiet:

@@ -3,14 +3,16 @@
 `llmzip FILE` compresses; -d (--decompress), -t (--test) and -l (--list) pick decompress,
 test and `info --list`; -z (--compress) compress; -V is --version; and short flags may be
 joined, as in `llmzip -dc FILE` or `llmzip -9k FILE`. A command named first (`llmzip
-decompress ...`) is taken as it is.
+decompress ...`) is taken as it is. With no FILES, as in `tar c DIR | llmzip > DIR.tar.llmz`,
+standard input is coded to standard output (`standard_input`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
-__all__ = ["gzip_style"]
+__all__ = ["gzip_style", "standard_input"]
 
 MODES = {"-d": "decompress", "--decompress": "decompress", "--uncompress": "decompress",
          "-t": "test", "--test": "test", "-l": "list", "--list": "list",
@@ -31,7 +33,9 @@ def gzip_style(args: list[str], commands) -> list[str]:
     """The arguments as llmzip's group parses them: a command first. A first word that is
     neither a command, an option nor an existing path stays as it is, for click to say
     that no such command exists (a mistyped command is not taken for a file)."""
-    if not args or args[0] in commands or (len(args) == 1 and args[0] in GROUP_OPTIONS):
+    if not args:  # `llmzip` alone: help on a terminal, else gzip's filter
+        return args if sys.stdin.isatty() else ["compress"]
+    if args[0] in commands or (len(args) == 1 and args[0] in GROUP_OPTIONS):
         return args
     if not args[0].startswith("-") and not os.path.lexists(args[0]):
         return args
@@ -58,3 +62,16 @@ def _command(split: list[str]) -> str:
         raise click.UsageError(f"{' and '.join(sorted(modes))} are different commands; "
                                "give one")
     return modes.pop() if modes else "compress"
+
+
+def standard_input(files: tuple[str, ...]) -> tuple[str, ...]:
+    """FILES, or with none given, standard input ("-", which writes standard output unless
+    -o says otherwise), as gzip does; refused in one line when standard input is a
+    terminal, where nothing is being piped in."""
+    if files:
+        return files
+    if sys.stdin.isatty():
+        import click
+        raise click.UsageError("no FILES given, and standard input is a terminal: give FILES "
+                               "or pipe data in")
+    return ("-",)
