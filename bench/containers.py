@@ -39,21 +39,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.measure import forget_forwards
 from harness.report import bench_arguments, corpus_files, machine, publish
 
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 from llmzip import Codec
 from llmzip.codec import mixed
 from llmzip.container import describe
-from llmzip.engine.factory import open_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_SLICE = 16384
-
-
-def forget(model: str) -> None:
-    """No timed run starts with another's forwards kept (`ExactNetwork.forget`)."""
-    open_engine(model, None)[0].net.forget()
 
 
 def _first(paths, count: int, low: int, high: int, size=lambda p: p.stat().st_size):
@@ -114,7 +109,7 @@ def tar_row(name: str, directory: Path, model: str) -> dict:
            "tar_bytes": len(tar), "tar_sha256": hashlib.sha256(tar).hexdigest()}
     for label, layout in (("tar", "auto"), ("tar, runs", "runs"), ("tar, no layout", "none")):
         codec = Codec(model, layout=layout)
-        forget(model)
+        forget_forwards(model)
         started = time.perf_counter()
         blob = codec.compress(tar)
         row[label] = len(blob)
@@ -122,7 +117,7 @@ def tar_row(name: str, directory: Path, model: str) -> dict:
         if layout == "auto":
             facts = describe(blob)
             row["layout"] = facts["layout"]
-            forget(model)
+            forget_forwards(model)
             started = time.perf_counter()
             row["identical"] = Codec(model).decompress(blob) == tar
             row["decompress s"] = time.perf_counter() - started
@@ -157,7 +152,7 @@ def other_rows(name: str, directory: Path, model: str, concatenated: int) -> lis
         row = {"set": name, "container": label, "bytes": len(data),
                "concatenated": concatenated}
         for key, layout in (("llmzip", "auto"), ("no layout", "none")):
-            forget(model)
+            forget_forwards(model)
             started = time.perf_counter()
             blob = Codec(model, layout=layout).compress(data)
             row[key], row[f"{key} s"] = len(blob), time.perf_counter() - started
@@ -177,7 +172,7 @@ def corpus_row(path: Path, model: str) -> dict:
     row = {"file": path.name, "bytes": len(whole), "layout": mixed.plan(whole) is not None}
     for label, layout in (("none", "none"), ("auto", "auto")):
         codec = Codec(model, layout=layout)
-        forget(model)
+        forget_forwards(model)
         started = time.perf_counter()
         row[label] = len(codec.compress(data))
         row[f"{label} s"] = time.perf_counter() - started

@@ -18,19 +18,19 @@ import sys
 import time
 from pathlib import Path
 
+from harness.measure import forget_forwards
 from harness.report import bench_arguments, machine, publish
 
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 from llmzip import Codec
 from llmzip.cli.commands import LEVELS
-from llmzip.engine.factory import open_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure(level: int, data: bytes, model: str) -> dict:
     codec = Codec(model, segment_tokens=LEVELS[level]).load()
-    open_engine(model, None)[0].net.forget()  # no level starts with another's forwards
+    forget_forwards(model)  # no level starts with another's forwards
     started = time.perf_counter()
     blob, stats = codec.compress_with_stats(data)
     compress_s = time.perf_counter() - started

@@ -23,12 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+from harness.measure import forget_forwards
 from harness.report import bench_arguments, machine, publish
 
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 from llmzip import Codec
 from llmzip.container import is_compact
-from llmzip.engine.factory import open_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "corpus" / "short"
@@ -77,16 +77,11 @@ def sizes(codec: Codec, kind: str) -> list[dict]:
     return rows
 
 
-def forget(model: str) -> None:
-    """No phase starts with another's forwards kept (`ExactNetwork.forget`)."""
-    open_engine(model, None)[0].net.forget()
-
-
 def speed(model: str) -> dict:
     messages = [m for kind in KINDS for m in load(kind, "test") + load(kind, "train")[:19]]
     messages = messages[:SPEED_MESSAGES]
     Codec(model).load()  # the model loads once, outside the timings
-    forget(model)
+    forget_forwards(model)
     started = time.perf_counter()
     alone = [Codec(model).compress(m) for m in messages]
     alone_compress = time.perf_counter() - started
@@ -94,7 +89,7 @@ def speed(model: str) -> dict:
     restored = [Codec(model).decompress(b) for b in alone]
     alone_decompress = time.perf_counter() - started
     codec = Codec(model)
-    forget(model)
+    forget_forwards(model)
     started = time.perf_counter()
     batched = codec.compress_many(messages)
     batch_compress = time.perf_counter() - started

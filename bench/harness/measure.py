@@ -23,7 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["run_phase", "busy_neighbour", "peak_rss_mb"]
+__all__ = ["run_phase", "busy_neighbour", "peak_rss_mb", "forget_forwards"]
+
+
+def forget_forwards(model: str) -> None:
+    """Let the model's network drop the forwards it keeps for a second pass
+    (`ExactNetwork.forget`), so that no timed phase in this process starts with another's
+    work done: compressing a text again would otherwise skip its forward."""
+    from llmzip.engine.factory import open_engine
+    open_engine(model, None)[0].net.forget()
 
 
 def peak_rss_mb() -> float:
