@@ -478,9 +478,9 @@ def _check_model(m: ModelInfo) -> None:
         _check_text("runtime", m.runtime, may_be_empty=True)
 
 
-def _check_block(index: int, b: Block, model: ModelInfo | None) -> None:
-    where = f"block {index + 1} ({b.method.name.lower()})" if index >= 0 \
-        else f"binary stream ({b.method.name.lower()})"
+def _check_block(what: str, b: Block, model: ModelInfo | None) -> None:
+    """One block's sizes within the limits; `what` names it in the error."""
+    where = f"{what} ({b.method.name.lower()})"
     if b.raw_size < 1:
         raise CorruptArchiveError(f"archive header: {where} is empty (damaged or crafted)")
     if b.method == Method.STORED and b.payload_size != b.raw_size:
@@ -500,7 +500,7 @@ def _check_block(index: int, b: Block, model: ModelInfo | None) -> None:
 def _check_blocks(h: Header) -> None:
     """Every block and stream within the limits, and the blocks tiling the original size."""
     for index, block in enumerate(h.blocks):
-        _check_block(index, block, h.model)
+        _check_block(f"block {index + 1}", block, h.model)
     for index, size in enumerate(h.stream_sizes):
         if size < 4 or size % 4:
             raise CorruptArchiveError(f"archive header: stream {index + 1} size {size} is not "
@@ -527,7 +527,7 @@ def _check_layout(layout: Layout, original_size: int) -> None:
     members' names in both: the binary stream keeps their fields, blank); the runs tiling
     it exactly, in their canonical form (no empty run after the first binary one)."""
     b = layout.binary
-    _check_block(-1, b, None)
+    _check_block("binary stream", b, None)
     names = TAR_NAME_BYTES * len(layout.members)
     if b.raw_size + layout.text_size > original_size + names:
         raise CorruptArchiveError(f"archive header: binary stream of {b.raw_size} bytes and "

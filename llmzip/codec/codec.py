@@ -189,7 +189,7 @@ class Codec:
         started, loading_before = time.perf_counter(), self.load_s
         data = bytes(data)
         cut = self._cut(data)
-        text, binary = (cut.text, cut.binary) if cut else (data, b"")
+        text = cut.text if cut else data
         found = repeats.copies(text) if self.settings.copies else []
         segments, coded, engine = self._model_coding(repeats.literal(text, found), progress,
                                                      observe, compact=not found and not cut)
@@ -197,7 +197,7 @@ class Codec:
         if coded is None:
             return None, None
         if cut and not coded.bits:  # the model codes none of the text: as without a layout
-            cut, binary = None, b""
+            cut = None
             found = repeats.copies(data) if self.settings.copies else []
             segments = [seg.Segment(0, repeats.literal(data, found), (), False)]
         blocks, payloads = seg.classical_blocks(segments, set(coded.bits))
@@ -208,13 +208,13 @@ class Codec:
         else:
             layout = None
             if cut:
-                layout, payload = _layout(cut, binary)
+                layout, payload = _layout(cut)
                 payloads.append(payload)
             archive = pack(Header(len(data), content_checksum(data), blocks, info,
                                   copies=found, layout=layout), payloads, coded.streams)
         totals = _block_bytes(blocks, found)
         if cut:
-            totals["binary"] = len(binary)
+            totals["binary"] = len(cut.binary)
         stats = CompressStats(
             len(data), len(archive), 8 * sum(map(len, coded.streams)),
             [SegmentCost(segments[i].start, segments[i].ids, coded.bits[i])
@@ -417,10 +417,10 @@ class Codec:
             raise
 
 
-def _layout(cut: mixed.Cut, binary: bytes) -> tuple[Layout, bytes]:
+def _layout(cut: mixed.Cut) -> tuple[Layout, bytes]:
     """The header's layout and the binary stream's payload."""
-    method, payload = seg.classical_payload(binary)
-    block = Block(method, len(binary), payload_size=len(payload))
+    method, payload = seg.classical_payload(cut.binary)
+    block = Block(method, len(cut.binary), payload_size=len(payload))
     runs = tuple(cut.runs) if cut.kind == LayoutKind.RUNS else ()
     return Layout(cut.kind, block, len(cut.text), runs=runs, members=cut.members), payload
 
