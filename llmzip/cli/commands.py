@@ -229,8 +229,8 @@ def compress(files, output, to_stdout, force, threads, quiet, verbose, recursive
     """Compress FILES to FILE.llmz (- reads standard input); `llmzip FILE` does too.
 
     With no FILES, standard input goes to standard output (`tar c DIR | llmzip >
-    DIR.tar.llmz`). With -c, the archives go to standard output back to back, as gzip's members do: that
-    stream decompresses to the files' contents, in order. Levels -1 to -9 set the longest
+    DIR.tar.llmz`). With -c, the archives go to standard output back to back, as gzip's
+    members do: that stream decompresses to the files' contents, in order. Levels -1 to -9 set the longest
     segment (see --segment-tokens): lower levels decode faster, higher ones compress more."""
     from llmzip.codec.codec import PREFETCH_MESSAGES, Codec
     from llmzip.parallel.jobs import expand
@@ -384,7 +384,7 @@ def _side_by_side(run, names: list[str], log) -> dict:
     from llmzip.container import is_compact
     if run.team.size > 1 or len(names) < 2:
         return {}
-    small = [n for n in names if n != "-" and Path(n).stat().st_size <= SIDE_BY_SIDE_BYTES]
+    small = _small_files(names)
     blobs = {n: read_input(n) for n in small}
     compact = [n for n in small if is_compact(blobs[n])]
     if len(compact) < 2:
