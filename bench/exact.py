@@ -21,10 +21,10 @@ from pathlib import Path
 import llmzip  # noqa: F401  (first: sets the thread environment before numpy loads)
 
 # isort: split
-import numpy as np
 from harness.report import NO_WRITE_HELP, corpus_files, machine, replace_section
 
 from llmzip.codec import segments as seg
+from llmzip.codec.rangecoder import code_lengths
 from llmzip.container import Arithmetic
 from llmzip.engine.exact.rules import frequencies
 from llmzip.engine.factory import open_engine
@@ -49,8 +49,7 @@ def cross_entropy_bits(tables, ids: list[int]) -> float:
     bits, pos = 0.0, 0
     for freqs in tables:
         n = len(freqs)
-        picked = freqs[np.arange(n), ids[pos:pos + n]].astype(np.float64)
-        bits += float((np.log2(freqs.sum(axis=1).astype(np.float64)) - np.log2(picked)).sum())
+        bits += float(code_lengths(freqs, ids[pos:pos + n]).sum())
         pos += n
     return bits
 

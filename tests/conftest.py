@@ -162,6 +162,6 @@ def stepped_tables(engine, sequences) -> np.ndarray:
     inputs = np.full(len(sequences), engine.context_start_id)
     out = []
     for t in range(len(sequences[0])):
-        out.append(stepper.step(inputs))
+        out.append(np.asarray(stepper.step(inputs)))
         inputs = np.array([s[t] for s in sequences])
     return np.stack(out, axis=1)

@@ -252,7 +252,7 @@ def test_rows_that_end_early_leave_the_others_unchanged(tiny_llama, device):
     stepper = engine.stepper(2, 30)
     inputs, tables = np.array([engine.context_start_id] * 2), []
     for t in range(30):
-        tables.append(stepper.step(inputs)[0])
+        tables.append(np.asarray(stepper.step(inputs))[0])
         inputs = np.array([long[t], short[t]]) if t + 1 < len(short) else np.array([long[t]])
     assert np.array_equal(np.stack(tables), full_tables(engine, long))
 

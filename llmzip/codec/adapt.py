@@ -44,6 +44,7 @@ import numpy as np
 
 from llmzip.container import Adaptation
 from llmzip.engine.exact.tables import exp_multipliers, log_table, persisted
+from llmzip.engine.tables import as_tables
 
 __all__ = ["Adapter", "adapter_for"]
 
@@ -148,30 +149,45 @@ class Adapter:
             logs[:, -1] = STEPS
         return tokens, logs, _spread(longest) if self.rules.spread else 0
 
-    def adjust(self, freqs: np.ndarray, rows: list[int]) -> np.ndarray:
-        """freqs (len(rows), V) int64, changed in place and returned."""
+    def adjust(self, freqs, rows: list[int]):
+        """freqs (len(rows), V): `Tables` or an int64 array (or a list of rows), changed in
+        place and returned. Every row's total and largest entry are read at once, then the
+        entries of all rows' biased tokens, then written back at once: three reads of the
+        tables a step, wherever they are (`engine.tables`), whatever the row count."""
+        tables = as_tables(freqs)
         self._pending = []
+        totals, maxima = tables.totals(), tables.maxima()
+        found = [self._features(row) for row in rows]
+        biased = [j for j, f in enumerate(found) if f is not None]
+        if biased:
+            at = np.concatenate([np.full(len(found[j][0]), j) for j in biased])
+            before_all = tables.gather(at, np.concatenate([found[j][0] for j in biased]))
+        afters, first = [], 0
         for j, row in enumerate(rows):
-            table = freqs[j]
-            total = pure_total = int(table.sum())
-            features = self._features(row)
-            if features is None:
+            total = pure_total = int(totals[j])
+            if found[j] is None:
                 self._pending.append(_Row(row, 0, None, None, None, None, total, total))
                 continue
-            tokens, logs, spread = features
-            confidence = min(int(table.max()) * CONFIDENCES // total, CONFIDENCES - 1)
+            tokens, logs, spread = found[j]
+            before = before_all[first:first + len(tokens)]
+            first += len(tokens)
+            confidence = min(int(maxima[j]) * CONFIDENCES // total, CONFIDENCES - 1)
             selector = confidence * (SPREADS if self.rules.spread else 1) + spread
             bias = np.clip((logs @ self.weights[selector]) >> WEIGHT_BITS, -BIAS_LIMIT, BIAS_LIMIT)
-            before = table[tokens]
             after = np.maximum((before * _tables()[1][bias + BIAS_LIMIT]) >> WEIGHT_BITS, 1)
-            table[tokens] = after
+            afters.append(after)
             total += int(after.sum() - before.sum())
-            if total >= MAX_TOTAL:  # never with today's tables; kept exact if it happens
-                shift = total.bit_length() - MAX_TOTAL.bit_length() + 1
-                np.maximum(table >> shift, 1, out=table)
-                after, total = table[tokens], int(table.sum())
             self._pending.append(
                 _Row(row, selector, tokens, logs, before, after, pure_total, total))
+        if biased:
+            tables.scatter(at, np.concatenate([found[j][0] for j in biased]),
+                           np.concatenate(afters))
+        for j, r in enumerate(self._pending):
+            if r.tokens is not None and r.total >= MAX_TOTAL:  # never with today's tables; kept exact if it happens
+                shift = r.total.bit_length() - MAX_TOTAL.bit_length() + 1
+                tables.rescale(j, shift)
+                after = tables.gather(np.full(len(r.tokens), j), r.tokens)
+                self._pending[j] = r._replace(after=after, total=int(tables.totals()[j]))
         return freqs
 
     def learn(self, tokens) -> None:

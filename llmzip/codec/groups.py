@@ -30,6 +30,7 @@ from llmzip.codec.rangecoder import (
     trimmed,
 )
 from llmzip.container import Adaptation
+from llmzip.engine.tables import across, copied
 from llmzip.errors import CorruptArchiveError
 from llmzip.parallel.distributed import shares
 
@@ -130,11 +131,11 @@ class _Replayed:
         key = tuple(tuple(ids) for ids in segments)
         if self.replaying and key in self.kept:
             for pos, tables in self.kept[key]:
-                yield pos, {i: f.copy() for i, f in tables.items()}
+                yield pos, copied(tables)
             return
         kept = self.kept.setdefault(key, [])
         for pos, tables in self.engine.group_tables(segments):
-            kept.append((pos, {i: f.copy() for i, f in tables.items()}))
+            kept.append((pos, copied(tables)))
             yield pos, tables
 
 
@@ -195,7 +196,7 @@ def _rows_full(engine, two_level, segments, group_size, tracker, observe, adapta
             for i, freqs in tables.items():
                 parts[i].append(two_level.split(freqs, np.asarray(group[i].ids[pos:pos + len(freqs)])))
                 if observe:
-                    observe(group[i].start, freqs)
+                    observe(group[i].start, np.asarray(freqs))
                 tracker.tick(len(freqs), float(parts[i][-1].xent_bits.sum()))
         ledger[0] += adapter.saved_bits if adapter else 0.0
         yield from _joined(parts)
@@ -212,7 +213,7 @@ def adapt_chunk(adapter, group, tables: dict, pos: int) -> None:
     """Adapt, in place, the tables of one chunk of positions of a group's segments."""
     for t in range(max(len(f) for f in tables.values())):
         active = [i for i, f in tables.items() if t < len(f)]
-        adapter.adjust([tables[i][t] for i in active], active)
+        adapter.adjust(across([tables[i] for i in active], t), active)
         adapter.learn([group[i].ids[pos + t] for i in active])
 
 
@@ -232,7 +233,7 @@ def _rows_stepped(engine, two_level, segments, group_size, tracker, observe, ada
             for j, i in enumerate(active):
                 parts[i].append(rows.take(j))
                 if observe:
-                    observe(group[i].start, freqs[j:j + 1])
+                    observe(group[i].start, np.asarray(freqs.take([j])))
             tracker.tick(0, float(rows.xent_bits.sum()))
             return tokens
 
@@ -295,12 +296,14 @@ def _decode_wave(engine, two_level, wave, adaptation, tokenizer, tracker, tuner,
         for g, decoder in enumerate(decoders):
             mine = sorted((j for j, i in enumerate(active) if group_of[i] == g),
                           key=lambda j: active[j])  # the encoder's order: block order
-            if mine and adapters[g]:
-                tables = adapters[g].adjust(freqs[mine], [active[j] - first[g] for j in mine])
-                tokens[mine] = decoder.decode(tables)
+            if not mine:
+                continue
+            tables = freqs if mine == list(range(len(freqs))) else freqs.take(mine)
+            if adapters[g]:
+                adapters[g].adjust(tables, [active[j] - first[g] for j in mine])
+            tokens[mine] = decoder.decode(tables)
+            if adapters[g]:
                 adapters[g].learn(tokens[mine])
-            elif mine:
-                tokens[mine] = decoder.decode(freqs[mine])
         spelled[active] += token_bytes[tokens]
         if (spelled[active] > declared[active]).any():
             raise CorruptArchiveError("a block decodes to more bytes than it declares "

@@ -17,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 
+from llmzip.engine.tables import as_tables
+
 __all__ = ["run", "Progress", "ThreadTuner"]
 
 
@@ -80,7 +82,7 @@ class ThreadTuner:
 def run(engine, lengths: list[int], next_tokens: Callable, progress: Progress | None = None,
         tuner: ThreadTuner | None = None) -> None:
     """Step rows of the given lengths to their ends. next_tokens(t, freqs, active) gets the
-    next-token tables (len(active), V) of the rows still active at step t (their indices,
+    next-token tables (len(active), V; `Tables`, where the stepper left them) of the rows still active at step t (their indices,
     in the order of the table's rows) and returns the tokens those rows read next."""
     n, longest = len(lengths), max(lengths)
     invariant = engine.batch_invariant
@@ -90,9 +92,9 @@ def run(engine, lengths: list[int], next_tokens: Callable, progress: Progress | 
     for t in range(longest):
         active = [i for i in order if lengths[i] > t]
         inputs = last[active] if invariant else last[order]
-        freqs = tuner.step(stepper, inputs) if tuner else stepper.step(inputs)
+        freqs = as_tables(tuner.step(stepper, inputs) if tuner else stepper.step(inputs))
         if not invariant:
-            freqs = freqs[[order.index(i) for i in active]]
+            freqs = freqs.take([order.index(i) for i in active])
         tokens = next_tokens(t, freqs, active)
         last[:] = engine.context_start_id
         last[active] = tokens

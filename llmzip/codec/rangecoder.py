@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from llmzip.engine.tables import Tables, as_tables
 from llmzip.errors import CorruptArchiveError
 
 __all__ = ["TwoLevel", "CoderRows", "encode_group", "trimmed", "StreamDecoder",
@@ -30,12 +31,13 @@ __all__ = ["TwoLevel", "CoderRows", "encode_group", "trimmed", "StreamDecoder",
 _FAMILY = constriction.stream.model.Categorical(perfect=False)  # perfect=True: far too slow
 
 
-def code_lengths(freqs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """(N,) bits of each token under its row of frequency tables (N, V): the model's
-    cross-entropy, what the range coder spends on it but for its tiny overhead."""
-    tokens = np.asarray(tokens, np.int64)
-    p_token = freqs[np.arange(len(tokens)), tokens].astype(np.float64)
-    return np.log2(freqs.sum(axis=1).astype(np.float64)) - np.log2(p_token)
+def code_lengths(freqs, tokens: np.ndarray) -> np.ndarray:
+    """(N,) bits of each token under its row of frequency tables (N, V; `Tables` or an
+    array): the model's cross-entropy, what the range coder spends on it but for its tiny
+    overhead."""
+    tables, tokens = as_tables(freqs), np.asarray(tokens, np.int64)
+    p_token = tables.gather(np.arange(len(tokens)), tokens).astype(np.float64)
+    return np.log2(tables.totals().astype(np.float64)) - np.log2(p_token)
 
 
 def default_bucket_size(vocab_size: int) -> int:
@@ -73,36 +75,39 @@ class TwoLevel:
         self.n_buckets = -(-vocab_size // bucket_size)
         self.width = max(self.n_buckets, bucket_size)  # both levels share one row width
 
-    def _padded(self, freqs: np.ndarray) -> np.ndarray:
-        n, v = freqs.shape
-        if v != self.vocab_size:
-            raise ValueError(f"frequency table has {v} columns, expected {self.vocab_size}")
-        full = self.n_buckets * self.bucket_size
-        if full != v:
-            freqs = np.concatenate([freqs, np.zeros((n, full - v), np.int64)], axis=1)
-        return freqs.reshape(n, self.n_buckets, self.bucket_size)  # (N, buckets, K)
+    def _tables(self, freqs) -> Tables:
+        tables = as_tables(freqs)
+        if isinstance(freqs, np.ndarray) and freqs.shape[1] != self.vocab_size:
+            raise ValueError(f"frequency table has {freqs.shape[1]} columns, expected "
+                             f"{self.vocab_size}")
+        return tables
 
     def _row(self, values: np.ndarray) -> np.ndarray:
         out = np.zeros((values.shape[0], self.width), np.float64)
         out[:, :values.shape[1]] = values
         return out
 
-    def masses(self, freqs: np.ndarray) -> np.ndarray:
-        """(N, width) float64: each bucket's total frequency."""
-        return self._row(self._padded(freqs).sum(axis=2))
+    def masses(self, freqs) -> np.ndarray:
+        """(N, width) float64: each bucket's total frequency, for tables (N, V) (`Tables`
+        or an array)."""
+        return self._row(self._tables(freqs).bucket_sums(self.n_buckets, self.bucket_size))
 
-    def inner(self, freqs: np.ndarray, buckets: np.ndarray) -> np.ndarray:
+    def inner(self, freqs, buckets: np.ndarray) -> np.ndarray:
         """(N, width) float64: the frequencies inside each row's given bucket."""
-        grouped = self._padded(freqs)
-        return self._row(grouped[np.arange(len(buckets)), buckets])
+        return self._row(self._tables(freqs).bucket_rows(buckets, self.n_buckets,
+                                                         self.bucket_size))
 
-    def split(self, freqs: np.ndarray, tokens: np.ndarray) -> CoderRows:
-        """Encoder side: the coder's rows for these tokens under these tables."""
+    def split(self, freqs, tokens: np.ndarray) -> CoderRows:
+        """Encoder side: the coder's rows for these tokens under these tables; each token's
+        cost from its row's total and its entry in its bucket's row."""
+        tables = self._tables(freqs)
         tokens = np.asarray(tokens, np.int64)
         buckets, offsets = np.divmod(tokens, self.bucket_size)
-        return CoderRows(self.masses(freqs), self.inner(freqs, buckets),
-                         buckets.astype(np.int32), offsets.astype(np.int32),
-                         code_lengths(freqs, tokens))
+        inner = self.inner(tables, buckets)
+        p_token = inner[np.arange(len(tokens)), offsets]
+        xent = np.log2(tables.totals().astype(np.float64)) - np.log2(p_token)
+        return CoderRows(self.masses(tables), inner, buckets.astype(np.int32),
+                         offsets.astype(np.int32), xent)
 
 
 def _steps(rows: list[CoderRows]):
@@ -185,8 +190,9 @@ class StreamDecoder:
         self._decoder = constriction.stream.queue.RangeDecoder(words)
         self.two_level = two_level
 
-    def decode(self, freqs: np.ndarray) -> np.ndarray:
-        """Token ids (N,) for N segments whose next-token tables are freqs (N, V)."""
+    def decode(self, freqs) -> np.ndarray:
+        """Token ids (N,) for N segments whose next-token tables are freqs (N, V), `Tables`
+        or an array: the bucket masses are read, then each row's decoded bucket."""
         tl = self.two_level
         buckets = self._decode(tl.masses(freqs))
         if (buckets >= tl.n_buckets).any():

@@ -19,7 +19,8 @@ class Stepper(Protocol):
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
         """Feed one token to each of the first len(input_ids) rows; return their next-token
-        frequencies (rows, V) int64."""
+        frequencies (rows, V) int64: an array, or `engine.tables.Tables` where they stay
+        on a device."""
 
 
 class Engine(Protocol):

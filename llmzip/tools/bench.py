@@ -153,6 +153,7 @@ def adaptation_ablation(data: bytes, variants: dict, model: str | None = None,
     from llmzip.codec.rangecoder import code_lengths
     from llmzip.codec.settings import Settings
     from llmzip.engine.factory import open_engine
+    from llmzip.engine.tables import copied
     engine, loaded = open_engine(Settings(model).model_name, None)
     text = [s for s in seg.cut(data, loaded.tokenizer, segment_tokens) if s.candidate]
     bits = dict.fromkeys(variants, 0.0)
@@ -160,7 +161,7 @@ def adaptation_ablation(data: bytes, variants: dict, model: str | None = None,
         adapters = {k: None if v is None else Adapter(len(group), **v) for k, v in variants.items()}
         for pos, tables in engine.group_tables([list(x.ids) for x in group]):
             for name, adapter in adapters.items():
-                mine = {i: t.copy() for i, t in tables.items()} if adapter else tables
+                mine = copied(tables) if adapter else tables
                 if adapter:
                     adapt_chunk(adapter, group, mine, pos)
                 for i, t in mine.items():

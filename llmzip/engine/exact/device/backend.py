@@ -4,7 +4,8 @@ Embedding, norms, products, RoPE, attention with its integer softmax fold, the M
 final norm, the logits and the frequencies all run on the device, by the rules of
 `device.rules` (each the numba rule's operations, bit for bit). The encoder runs a group's
 segments as one batch, its attention in blocks of QUERY_BLOCK queries; the decoder keeps its
-KV cache on the device, so a step takes token ids in and gives frequency rows out.
+KV cache on the device, so a step takes token ids in and leaves its tables there
+(`tables.DeviceTables`), for the coder to read its rows of them.
 
 Products are float32 GEMMs of integers whose every partial sum stays below 2^24 (the bounds
 of `rules`), exact in any summation order, split-K included, on any device that computes in
@@ -21,6 +22,7 @@ import torch
 
 from llmzip.engine.exact import rules as ar
 from llmzip.engine.exact.device import rules as tr
+from llmzip.engine.exact.device.tables import DeviceTables
 from llmzip.engine.exact.network import LOGIT_ELEMENTS
 
 __all__ = ["TorchBackend"]
@@ -228,7 +230,8 @@ class KVCache:
 
 
 class Stepper:
-    """KV-cached decoding on the device: token ids in, frequency rows out."""
+    """KV-cached decoding on the device: token ids in, the tables left on the device
+    (`DeviceTables`: the host reads the coder's rows of them)."""
 
     def __init__(self, dnet: DeviceNetwork, n_rows: int, max_len: int):
         if max_len > ar.MAX_KEYS:
@@ -244,7 +247,7 @@ class Stepper:
             qkv = dnet.linear(layer.qkv, h, normed=True)
             h = dnet.after_attention(layer, h, self.cache.attend_step(index, layer, qkv, self.pos))
         self.pos += 1
-        return dnet.frequencies(h).cpu().numpy()
+        return DeviceTables(dnet.frequencies(h))
 
 
 class _Products:
@@ -289,7 +292,8 @@ class TorchBackend:
 
     def group_tables(self, net, segments: list[np.ndarray]):
         """`ExactNetwork.group_tables` on the device: one batched forward for the group,
-        then the head in chunks of positions, frequencies copied back per chunk."""
+        then the head in chunks of positions, each chunk's tables left on the device
+        (each segment's rows a view of them, `DeviceTables`)."""
         dnet = self.network(net)
         lengths = [len(ids) for ids in segments]
         if max(lengths) > ar.MAX_KEYS:
@@ -303,9 +307,10 @@ class TorchBackend:
         for start in range(0, max(lengths), chunk):
             running = [i for i, n in enumerate(lengths) if n > start]
             parts = [hidden[i, start:min(start + chunk, lengths[i])] for i in running]
-            freqs = dnet.frequencies(torch.cat(parts)).cpu().numpy()
-            bounds = np.cumsum([len(p) for p in parts])[:-1]
-            yield start, dict(zip(running, np.split(freqs, bounds)))
+            freqs = dnet.frequencies(torch.cat(parts))
+            bounds = np.cumsum([0] + [len(p) for p in parts])
+            yield start, {i: DeviceTables(freqs, np.arange(a, b))
+                          for i, a, b in zip(running, bounds[:-1], bounds[1:])}
 
     def stepper(self, net, n_rows: int, max_len: int) -> Stepper:
         return Stepper(self.network(net), n_rows, max_len)
