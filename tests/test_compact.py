@@ -136,6 +136,22 @@ def test_many_messages_give_the_archives_each_gets_alone_and_decode_side_by_side
     assert codec.decompress_many(mixed) == MESSAGES[:4]
 
 
+def test_many_messages_on_the_torch_backend_run_one_forward_and_give_the_same_archives(
+        tiny_preset, monkeypatch):
+    """On a device each message alone is far too few positions: their forwards run as
+    padded batches (`TorchBackend.prefetch`), here one, and every archive is the CPU's."""
+    from llmzip.engine.exact.device.backend import DeviceNetwork
+    alone = [Codec(tiny_preset).compress(m) for m in MESSAGES]
+    forwards = []
+    hidden = DeviceNetwork.hidden
+    monkeypatch.setattr(DeviceNetwork, "hidden",
+                        lambda self, ids: forwards.append(ids.shape) or hidden(self, ids))
+    codec = Codec(tiny_preset, device="torch:cpu")
+    assert codec.compress_many(MESSAGES) == alone
+    assert len(forwards) == 1 and forwards[0][0] > len(MESSAGES) // 2
+    assert codec.decompress_many(alone) == MESSAGES
+
+
 def test_a_damaged_message_among_many_is_refused_in_one_line(tiny_preset):
     blobs = Codec(tiny_preset).compress_many(MESSAGES[:5])
     blobs[2] = blobs[2][:-1] + bytes([blobs[2][-1] ^ 0x40])

@@ -63,7 +63,7 @@ class ExactEngine:
 
     def prefetch(self, segments: list[list[int]]) -> None:
         """Segments that will each be a group of their own, run now in one stack of rows
-        (`ExactNetwork.prefetch`), where the backend is the host's."""
+        (`ExactNetwork.prefetch`, or the torch backend's padded batches)."""
         prefetch = getattr(self.backend, "prefetch", None)
         if prefetch is not None:
             prefetch(self.net, [self._inputs(ids) for ids in segments])

@@ -28,6 +28,8 @@ from llmzip.engine.exact.network import LOGIT_ELEMENTS
 __all__ = ["TorchBackend"]
 
 QUERY_BLOCK = 256  # encoder: queries per attention block (bounds the score tensors' memory)
+PREFETCH_BATCH = 1 << 14  # prefetch: padded positions a forward (bounds its activations)
+PREFETCH_KEPT = 1 << 16  # prefetch: positions whose outputs are kept (151 MB at d = 576)
 F32, F64 = torch.float32, torch.float64
 
 
@@ -250,6 +252,10 @@ class Stepper:
         return DeviceTables(dnet.frequencies(h))
 
 
+def _key(ids: np.ndarray) -> bytes:
+    return np.asarray(ids, np.int64).tobytes()
+
+
 class _Products:
     """`Products` on the device, host arrays in and out (the conformance test's view)."""
 
@@ -276,6 +282,7 @@ class TorchBackend:
         _exact_float32(self._device)
         self._networks: dict = {}  # id(net) -> (net, DeviceNetwork)
         self._weights: dict = {}  # id(w8) -> (w8, float32 (K, N) on the device)
+        self._prefetched: dict = {}  # a segment's inputs -> its last-layer output (`prefetch`)
 
     @property
     def label(self) -> str:
@@ -296,13 +303,8 @@ class TorchBackend:
         (each segment's rows a view of them, `DeviceTables`)."""
         dnet = self.network(net)
         lengths = [len(ids) for ids in segments]
-        if max(lengths) > ar.MAX_KEYS:
-            raise ValueError(f"segment of {max(lengths)} tokens exceeds the exact bound of "
-                             f"{ar.MAX_KEYS}")
-        ids = np.zeros((len(segments), max(lengths)), np.int64)
-        for i, seg in enumerate(segments):
-            ids[i, :len(seg)] = seg
-        hidden = dnet.hidden(torch.as_tensor(ids, device=self._device))
+        kept = self._prefetched.pop(_key(segments[0]), None) if len(segments) == 1 else None
+        hidden = kept[None] if kept is not None else self._hidden(dnet, segments)
         chunk = max(1, LOGIT_ELEMENTS // (net.vocab_size * len(segments)))
         for start in range(0, max(lengths), chunk):
             running = [i for i, n in enumerate(lengths) if n > start]
@@ -311,6 +313,39 @@ class TorchBackend:
             bounds = np.cumsum([0] + [len(p) for p in parts])
             yield start, {i: DeviceTables(freqs, np.arange(a, b))
                           for i, a, b in zip(running, bounds[:-1], bounds[1:])}
+
+    def prefetch(self, net, segments: list[np.ndarray]) -> None:
+        """Many one-segment groups' forward at once (many short messages, or small files:
+        each alone is a few dozen positions, far too few to fill a device), in padded
+        batches of up to PREFETCH_BATCH positions, shortest first; the outputs are kept,
+        up to PREFETCH_KEPT positions, for `group_tables` to take. The next prefetch lets
+        go of what was not taken."""
+        dnet, self._prefetched = self.network(net), {}
+        chosen, budget = [], PREFETCH_KEPT
+        for ids in sorted(segments, key=len):
+            if len(ids) > budget:
+                break
+            chosen.append(ids)
+            budget -= len(ids)
+        batch: list[np.ndarray] = []
+        for ids in chosen + [None]:
+            if batch and (ids is None or (len(batch) + 1) * len(ids) > PREFETCH_BATCH):
+                for seg, h in zip(batch, self._hidden(dnet, batch)):
+                    self._prefetched[_key(seg)] = h[:len(seg)]
+                batch = []
+            if ids is not None:
+                batch.append(ids)
+
+    def _hidden(self, dnet: DeviceNetwork, segments: list[np.ndarray]) -> torch.Tensor:
+        """The last layer's output (B, T, d) of segments padded at the end to one length."""
+        longest = max(len(ids) for ids in segments)
+        if longest > ar.MAX_KEYS:
+            raise ValueError(f"segment of {longest} tokens exceeds the exact bound of "
+                             f"{ar.MAX_KEYS}")
+        ids = np.zeros((len(segments), longest), np.int64)
+        for i, seg in enumerate(segments):
+            ids[i, :len(seg)] = seg
+        return dnet.hidden(torch.as_tensor(ids, device=self._device))
 
     def stepper(self, net, n_rows: int, max_len: int) -> Stepper:
         return Stepper(self.network(net), n_rows, max_len)
