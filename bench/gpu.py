@@ -206,7 +206,8 @@ def _throughput(model: str, device: str, name: str, data: bytes, clock: Clock) -
 
 def report(result: dict) -> str:
     lines = [f"Measured on {result['device_name']} (`--device {result['device']}`), torch "
-             f"{result['torch']}; `bench/gpu.py`, model: {result['model']}.", "",
+             f"{result['torch']}, {result['backend']}; `bench/gpu.py`, model: "
+             f"{result['model']}.", "",
              "| text | bytes | tokens | bits/byte | compress KB/s | tok/s | decompress KB/s "
              "| tok/s | decoded bytes | GPU memory peak MB | round trip |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -250,7 +251,8 @@ def main() -> int:
     result["golden"] = golden(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         model = str(smollm2_shaped(Path(tmp), text))
-        open_engine(model, None, device=args.device)  # quantized once, outside the timings
+        engine = open_engine(model, None, device=args.device)[0]  # quantized once, untimed
+        result["backend"] = engine.backend.label  # which products: int8 where exact there
         n = args.identity_bytes
         result["identity"] += identity(model, args.device, {f"stdlib[:{n}]": text[:n]},
                                        dict(segment_tokens=512, group_size=4))

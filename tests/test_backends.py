@@ -14,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import ADVERSARIAL_ROWS, alice_ids, corpus_file, full_tables, stepped_tables
 
 from llmzip import Codec
+from llmzip.engine import factory
 from llmzip.engine.exact import rules as ar
 from llmzip.engine.exact.backend import BACKENDS, open_backend, resolve_device
 from llmzip.engine.exact.cpu.backend import STEP_KERNELS, StepProducts
+from llmzip.engine.exact.cpu.products import int8_matmul_is_exact
+from llmzip.engine.exact.device import products as device_products
 from llmzip.engine.exact.weights import NO_GAIN, Linear
 from llmzip.engine.factory import open_engine
 from llmzip.errors import LlmzipError
@@ -30,19 +34,46 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-DEVICES = ["cpu", "torch:cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+DEVICES = ["cpu", "torch:cpu", "torch:cpu int8", pytest.param("cuda", marks=pytest.mark.skipif(
     "not __import__('torch').cuda.is_available()", reason="no CUDA device"))]
 RNG = np.random.default_rng(7)
 GOLDEN = Path(__file__).parent / "golden"
 
 
+@pytest.fixture
+def opened(monkeypatch):
+    """A DEVICES entry as a `--device`: 'torch:cpu int8' is 'torch:cpu' with the torch
+    backend's int8 products switched on (`device.products`: their float64 twin of
+    `torch._int_mm`, which the GPU runs where it proves exact)."""
+    def device(name: str) -> str:
+        if name.endswith(" int8"):
+            monkeypatch.setattr(device_products, "CPU_PRODUCTS", "int8")
+            factory._opened.cache_clear()  # engines are kept per device: open a new one
+            name = name.split()[0]
+        return name
+    yield device
+    factory._opened.cache_clear()
+
+
 @pytest.fixture(params=DEVICES)
-def backend(request):
-    return open_backend(*resolve_device(request.param))
+def backend(request, opened):
+    return open_backend(*resolve_device(opened(request.param)))
 
 
 def test_every_registered_backend_is_under_test():
     assert {resolve_device(d)[0] for d in ("cpu", "torch:cpu")} == set(BACKENDS)
+
+
+def test_the_torch_backend_runs_int8_products_where_asked_and_says_so(opened):
+    backend = open_backend(*resolve_device(opened("torch:cpu int8")))
+    assert backend.products.name == "int8" and "int8 products" in backend.label
+
+
+def test_the_int8_check_tells_an_exact_int8_matmul_from_a_saturating_one():
+    """torch's int8 matmul on this CPU is exact with VNNI and saturates without: the
+    device's check (`int8_exact`, which a GPU runs before using int8) must tell the two
+    apart as the CPU kernels' own check does."""
+    assert device_products.int8_exact(torch.device("cpu")) == int8_matmul_is_exact()
 
 
 def test_auto_is_a_gpu_where_torch_sees_one_else_the_cpu_kernels():
@@ -224,8 +255,9 @@ def model_name(request):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_full_forward_equals_steps_and_the_numba_backend(model_name, device):
+def test_full_forward_equals_steps_and_the_numba_backend(model_name, device, opened):
     """300 tokens: BLAS rows in the encoder, two blocks of the torch backend's attention."""
+    device = opened(device)
     reference, model = open_engine(model_name, None)
     engine = open_engine(model_name, None, device=device)[0]
     assert engine.backend.device == resolve_device(device)[1]
@@ -236,7 +268,8 @@ def test_full_forward_equals_steps_and_the_numba_backend(model_name, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_a_row_gets_the_same_tables_alone_or_with_seven_others(model_name, device):
+def test_a_row_gets_the_same_tables_alone_or_with_seven_others(model_name, device, opened):
+    device = opened(device)
     engine, model = open_engine(model_name, None, device=device)
     sequences = [alice_ids(model, 40, offset=1000 * i) for i in range(8)]
     together = stepped_tables(engine, sequences)
@@ -246,7 +279,8 @@ def test_a_row_gets_the_same_tables_alone_or_with_seven_others(model_name, devic
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_rows_that_end_early_leave_the_others_unchanged(tiny_llama, device):
+def test_rows_that_end_early_leave_the_others_unchanged(tiny_llama, device, opened):
+    device = opened(device)
     engine, model = open_engine(tiny_llama, None, device=device)
     long, short = alice_ids(model, 30), alice_ids(model, 12, offset=500)
     stepper = engine.stepper(2, 30)
@@ -262,7 +296,8 @@ def test_rows_that_end_early_leave_the_others_unchanged(tiny_llama, device):
                                                                       group_size=4)],
                          ids=["one segment", "groups of four"])
 def test_archives_are_the_same_bytes_on_every_backend_and_decode_on_each(tiny_llama, device,
-                                                                           settings):
+                                                                           settings, opened):
+    device = opened(device)
     data = corpus_file("argparse.py")[:3000]
     cpu = Codec(tiny_llama, **settings).compress(data)
     other = Codec(tiny_llama, device=device, **settings).compress(data)
@@ -274,7 +309,9 @@ def test_archives_are_the_same_bytes_on_every_backend_and_decode_on_each(tiny_ll
 @pytest.mark.parametrize("suffix", ["", "-counts", "-counts-copies", "-counts-tar",
                                     "-counts-runs"])
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
-def test_golden_archives_decode_through_every_backend(name, suffix, device, monkeypatch):
+def test_golden_archives_decode_through_every_backend(name, suffix, device, monkeypatch,
+                                                      opened):
+    device = opened(device)
     monkeypatch.chdir(Path(__file__).parent)
     blob = (GOLDEN / f"{name}-exact-v3{suffix}.llmz").read_bytes()
     assert Codec(device=device, model=f"models/{name}").decompress(blob) == \

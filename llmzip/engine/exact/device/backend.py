@@ -7,9 +7,10 @@ segments as one batch, its attention in blocks of QUERY_BLOCK queries; the decod
 KV cache on the device, so a step takes token ids in and leaves its tables there
 (`tables.DeviceTables`), for the coder to read its rows of them.
 
-Products are float32 GEMMs of integers whose every partial sum stays below 2^24 (the bounds
-of `rules`), exact in any summation order, split-K included, on any device that computes in
-float32: TF32 and reduced-precision modes are switched off, and checked, when it opens.
+Products (`products`) run on int8 tensor cores where `torch._int_mm` proves exact on the
+device, else as float32 GEMMs of integers; either way every partial sum stays below 2^24
+(the bounds of `rules`), exact in any summation order, split-K included. TF32 and
+reduced-precision modes are switched off, and checked, when the backend opens.
 
 CI runs this backend with torch on the CPU (`--device torch:cpu`), which is also the CPU
 twin of every kernel here; `tests/test_backends.py` holds it to the numba backend.
@@ -22,6 +23,7 @@ import torch
 
 from llmzip.engine.exact import rules as ar
 from llmzip.engine.exact.device import rules as tr
+from llmzip.engine.exact.device.products import choose
 from llmzip.engine.exact.device.tables import DeviceTables
 from llmzip.engine.exact.network import LOGIT_ELEMENTS
 
@@ -47,19 +49,21 @@ def _put(a, dtype, device) -> torch.Tensor:
 
 
 class _Linear:
-    """A linear layer on the device: its int8 weights as float32 (K, N), its scales, and the
-    gain of the norm before it where it is kept apart (Gemma)."""
+    """A linear layer on the device: its int8 weights as the products' (K, N) operand
+    (`products`), its scales, and the gain of the norm before it where it is kept apart
+    (Gemma)."""
 
-    def __init__(self, lin, device):
-        self.w = _put(lin.w8.T, np.float32, device)  # (K, N)
+    def __init__(self, lin, device, products):
+        self.w = products.weights(lin.w8).to(device)
         self.scale = _put(lin.scale, np.float64, device)
         self.gain = _put(lin.gain, np.float64, device) if lin.gain.size else None
 
 
 class _Layer:
-    def __init__(self, layer, device):
-        self.qkv, self.o = _Linear(layer.qkv, device), _Linear(layer.o, device)
-        self.gate_up, self.down = _Linear(layer.gate_up, device), _Linear(layer.down, device)
+    def __init__(self, layer, device, products):
+        linear = lambda lin: _Linear(lin, device, products)  # noqa: E731
+        self.qkv, self.o = linear(layer.qkv), linear(layer.o)
+        self.gate_up, self.down = linear(layer.gate_up), linear(layer.down)
         self.theta, self.window = layer.theta, layer.window or 0
         self.norms = {name: _put(gain, np.float64, device) for name, gain in layer.norms.items()}
 
@@ -67,11 +71,11 @@ class _Layer:
 class DeviceNetwork:
     """An `ExactNetwork`'s weights on a device, and its forward there."""
 
-    def __init__(self, net, device: torch.device):
-        self.net, self.device = net, device
+    def __init__(self, net, device: torch.device, products):
+        self.net, self.device, self.products = net, device, products
         self.embed = _put(net.embed, np.float32, device)
-        self.layers = [_Layer(layer, device) for layer in net.layers]
-        self.lm_head = _Linear(net.lm_head, device)
+        self.layers = [_Layer(layer, device, products) for layer in net.layers]
+        self.lm_head = _Linear(net.lm_head, device, products)
         self.tables = tr.Tables(device)
         self._rope: dict = {}
 
@@ -91,7 +95,7 @@ class DeviceNetwork:
             xq, factor = tr.norm_quantize(x, lin.gain, self.net.eps)
         else:
             xq, factor = tr.quantize(x, ar.L1_CAP)
-        return tr.scale_products(xq.to(F32) @ lin.w, factor, lin.scale)
+        return tr.scale_products(self.products(xq, lin.w), factor, lin.scale)
 
     def heads(self, layer: _Layer, qkv: torch.Tensor, positions: torch.Tensor):
         """`ExactNetwork.heads`: queries (R, Hq, D), keys and values (R, H, D), QK-normed
@@ -265,7 +269,7 @@ class _Products:
     def __call__(self, xq: np.ndarray, lin) -> np.ndarray:
         w = self.backend.weights(lin)
         x = torch.as_tensor(np.ascontiguousarray(xq, np.float32), device=w.device)
-        return (x @ w).cpu().numpy()
+        return self.backend.products(x, w).cpu().numpy()
 
     def scaled(self, xq, factor, lin, out) -> bool:
         return False
@@ -280,19 +284,21 @@ class TorchBackend:
         self.device = device
         self._device = torch.device(device)
         _exact_float32(self._device)
+        self.products = choose(self._device)
         self._networks: dict = {}  # id(net) -> (net, DeviceNetwork)
-        self._weights: dict = {}  # id(w8) -> (w8, float32 (K, N) on the device)
+        self._weights: dict = {}  # id(w8) -> (w8, its products operand on the device)
         self._prefetched: dict = {}  # a segment's inputs -> its last-layer output (`prefetch`)
 
     @property
     def label(self) -> str:
         name = torch.cuda.get_device_name(self._device) if self._device.type == "cuda" else "CPU"
-        return f"torch ({self.device}: {name})"
+        return f"torch ({self.device}: {name}; {self.products.name} products)"
 
     def network(self, net) -> DeviceNetwork:
         kept = self._networks.get(id(net))
         if kept is None:
-            kept = self._networks[id(net)] = (net, DeviceNetwork(net, self._device))
+            kept = self._networks[id(net)] = (net, DeviceNetwork(net, self._device,
+                                                                  self.products))
         return kept[1]
 
     # --- the engine's entry points ----------------------------------------------------------
@@ -366,7 +372,7 @@ class TorchBackend:
     def weights(self, lin) -> torch.Tensor:
         kept = self._weights.get(id(lin.w8))
         if kept is None:
-            w = _put(lin.w8.T, np.float32, self._device)
+            w = self.products.weights(lin.w8).to(self._device)
             kept = self._weights[id(lin.w8)] = (lin.w8, w)
         return kept[1]
 

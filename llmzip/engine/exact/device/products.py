@@ -1,0 +1,120 @@
+"""A layer's integer products on the device: int8 tensor cores where they prove exact there,
+else float32 GEMMs.
+
+The quantized activations are integers |x| <= ACT_MAX and the weights int8, and every sum of
+products stays below 2^24 (`rules`' bounds). So there are two exact ways:
+- **float32** (`Float32Products`): `x @ w` on integer-valued float32, exact in any
+  summation order, split-K included, with TF32 off. It reads 4 bytes a weight and runs on
+  the GPU's float32 units.
+- **int8** (`Int8Products`): x = 256 hi + lo with both limbs int8 (lo in [-128, 127]); the
+  limbs' rows in one `torch._int_mm` (int8 x int8 -> int32, integer sums, exact in any
+  order), then 256 hi + lo. It reads 1 byte a weight and runs on the tensor cores, which do
+  many times the float32 units' multiply-adds (an H100: ~2,000 int8 TOPS dense against
+  67 float32 TFLOPS): what compute-bound forwards (the encoder, wide decoder steps) need.
+
+`torch._int_mm` asks for more than 16 rows (the limbs are padded with zero rows) and inner
+and outer sizes that are multiples of 8 (every preset's matrices; others go through
+float32), and its layouts have had silent bugs
+(a non-contiguous second operand, torchao's notes), so a device uses int8 only after
+`int8_exact` finds it exact there, at the extremes, in the layouts used here. On the CPU
+(what CI runs), the int8 path runs its limbs and joins with a float64 twin of `_int_mm`
+(limb sums are far below 2^53), so the conformance test holds them to the same integers.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from llmzip.engine.exact.rules import ACT_MAX
+
+__all__ = ["Float32Products", "Int8Products", "int8_exact", "choose", "CPU_PRODUCTS"]
+
+F32, F64 = torch.float32, torch.float64
+MIN_LIMB_ROWS = 17  # _int_mm's least rows
+CPU_PRODUCTS = "float32"  # on the CPU; tests set "int8" to run the int8 path's twin
+
+
+class Float32Products:
+    """Integer products as float32 GEMMs."""
+
+    name = "float32"
+
+    @staticmethod
+    def weights(w8) -> torch.Tensor:
+        """(N, K) int8 host weights as the (K, N) operand, on the host (the caller moves it)."""
+        return torch.as_tensor(np.ascontiguousarray(w8.T, dtype=np.float32))
+
+    @staticmethod
+    def __call__(xq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(M, K) integer-valued activations times (K, N) weights: (M, N) exact sums."""
+        return xq.to(F32) @ w
+
+
+def _int_mm_twin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`torch._int_mm`'s int32 sums, computed in float64 (exact for these limbs)."""
+    return (a.to(F64) @ b.to(F64)).to(torch.int32)
+
+
+class Int8Products:
+    """Integer products as int8 x int8 -> int32 matmuls of two limbs."""
+
+    name = "int8"
+
+    def __init__(self, matmul=torch._int_mm):
+        self.matmul = matmul
+
+    @staticmethod
+    def weights(w8) -> torch.Tensor:
+        return torch.as_tensor(w8.T.copy())  # (K, N) int8, contiguous
+
+    @staticmethod
+    def fits(w: torch.Tensor) -> bool:
+        return w.shape[0] % 8 == 0 and w.shape[1] % 8 == 0
+
+    def __call__(self, xq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if not self.fits(w):  # no preset's matrix: float32, converting the weights
+            return xq.to(F32) @ w.to(F32)
+        m = xq.shape[0]
+        rows = max(m, -(-MIN_LIMB_ROWS // 2))
+        x = xq.to(torch.int32)
+        lo = ((x + 128) & 255) - 128
+        limbs = torch.zeros((2 * rows, xq.shape[1]), dtype=torch.int8, device=xq.device)
+        limbs[:m] = ((x - lo) >> 8).to(torch.int8)
+        limbs[rows:rows + m] = lo.to(torch.int8)
+        both = self.matmul(limbs, w)
+        return both[:m] * 256 + both[rows:rows + m]
+
+
+@functools.cache
+def int8_exact(device: torch.device) -> bool:
+    """Does `torch._int_mm` give the exact sums on this device, in the layouts
+    `Int8Products` uses: few rows and many, inputs at +-ACT_MAX (limbs 127, 255 - 256 = -1,
+    -128), weights at 127 and -128, 576 and 1,536 inner sizes (both presets' widths)?"""
+    gen = torch.Generator().manual_seed(0)
+    products = Int8Products()
+    try:
+        for k, n in ((576, 1536), (1536, 576)):
+            w8 = torch.randint(-128, 128, (n, k), generator=gen, dtype=torch.int8)
+            w8[:8], w8[8:16] = 127, -128
+            w = products.weights(w8.numpy()).to(device)
+            for m in (1, 11, 300):
+                x = torch.randint(-64, 65, (m, k), generator=gen).to(F32)
+                x[0, :2], x[-1, 2:4] = ACT_MAX, -ACT_MAX
+                x[:, :8] = torch.tensor([ACT_MAX, -ACT_MAX, 127, -128, 128, -129, 255, -256])
+                expected = x.to(F64) @ w8.T.to(F64)
+                if not torch.equal(products(x.to(device), w).cpu().to(F64), expected):
+                    return False
+    except (RuntimeError, NotImplementedError):  # no int8 matmul for this device or layout
+        return False
+    return True
+
+
+def choose(device: torch.device):
+    """The products a device runs: int8 where `int8_exact` (on the CPU, the twin, where
+    CPU_PRODUCTS asks for it), else float32."""
+    if device.type == "cpu":
+        return Int8Products(_int_mm_twin) if CPU_PRODUCTS == "int8" else Float32Products()
+    return Int8Products() if int8_exact(device) else Float32Products()
