@@ -1,10 +1,12 @@
 """The exact engine on a GPU: the CPU's archives byte for byte, and how fast, in one run.
 
-    python bench/gpu.py [--device cuda] [--text-mb 10] [--budget-s 420] [--out DIR]
+    python bench/gpu.py [--device cuda] [--text-mb 10] [--budget-s 420] [--ab 16x1024]
+                        [--out DIR]
 
 Made for a machine with a CUDA device and no network, lent for a few minutes: one run does
 it all within --budget-s (8 minutes by default, leaving a rerun's time), and prints and
-writes (DIR/gpu.json and gpu.md) what it measured:
+writes (DIR/gpu.json after every phase, so a run cut short still says what it measured,
+and gpu.md at the end) what it measured:
 1. identity: on the committed tiny models and on a random-weight model of exactly
    SmolLM2-135M's shapes, archives compressed on the device equal the numba backend's on
    this machine byte for byte, and each decodes the other's; tests/golden's exact-v3
@@ -14,9 +16,13 @@ writes (DIR/gpu.json and gpu.md) what it measured:
    device's memory peak, with the random-weight SmolLM2-shaped model (the real weights do
    not fit the 64 MiB the machine is sent; a random model's predictions cost the coder
    more bits than the real model's, never fewer steps, and every segment is sent to the
-   model, where LZMA would beat it): where the decode would outrun the budget, it is
-   measured on the longest prefix that fits, and the table says so;
-3. corpus/alice29.txt whole, both directions, on the same model.
+   model, where LZMA would beat it): each direction is timed on a short prefix first, and
+   where the whole text would outrun the budget, measured on the longest prefix that fits;
+   the table says how many bytes each direction coded;
+3. corpus/alice29.txt whole, both directions, on the same model;
+4. one encoder forward (--ab segments x positions) with each of the torch backend's
+   products, float32 GEMMs and int8 tensor cores (where exact on the device): its time,
+   and the outputs compared.
 --device torch:cpu runs the same script on the CPU: a dry run, with --text-mb small.
 
 On the lent machine (Python 3.12; constriction is not installed there): here, once,
@@ -53,6 +59,7 @@ SMOLLM2_SHAPES = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers
                       tie_word_embeddings=True, model_type="llama",
                       rope_parameters={"rope_theta": 100000.0, "rope_type": "default"})
 TINY = ["tiny-llama", "tiny-gemma"]
+PROBE_BYTES = 64_000  # throughput: the prefix timed first, to size what fits the budget
 
 
 def stdlib_text(mb: float) -> bytes:
@@ -177,31 +184,74 @@ def throughput(model: str, device: str, name: str, data: bytes, clock: Clock) ->
 
 
 def _throughput(model: str, device: str, name: str, data: bytes, clock: Clock) -> dict:
+    """Timed on a prefix first (1/40, at most PROBE_BYTES: fewer rows a step, so a
+    slower pace than the whole text's, never a faster one), both ways; then the longest prefix whose compression
+    fits 40% of the time left is compressed, and the longest prefix of that whose
+    decompression fits 80% of what is left then is decompressed. The table says how many
+    bytes each direction coded."""
     import torch
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     codec = Codec(model, device=device).load()
-    (blob, stats), compress_s = timed(codec.compress_with_stats, data)
-    row = {"text": name, "bytes": len(data), "tokens": stats.n_tokens,
-           "archive_bytes": len(blob), "bpb": 8 * len(blob) / len(data),
-           "compress_s": compress_s, "compress_kb_s": len(data) / 1e3 / compress_s,
+    probe = data[:max(min(len(data) // 40, PROBE_BYTES), 1)]
+    probe_blob, probe_c = timed(codec.compress, probe)
+    _, probe_d = timed(codec.decompress, probe_blob)
+    # longer texts code no slower per byte (fuller batches and waves)
+    coded = _fitting(data, probe_c / len(probe), 0.4 * clock.left())
+    (blob, stats), compress_s = timed(codec.compress_with_stats, coded)
+    row = {"text": name, "bytes": len(coded), "tokens": stats.n_tokens,
+           "archive_bytes": len(blob), "bpb": 8 * len(blob) / len(coded),
+           "compress_s": compress_s, "compress_kb_s": len(coded) / 1e3 / compress_s,
            "compress_tok_s": stats.n_tokens / compress_s}
-    probe = data[:max(len(data) // 40, 1)]
-    probe_blob = codec.compress(probe)
-    _, probe_s = timed(codec.decompress, probe_blob)
-    whole_s = probe_s * len(data) / len(probe)  # waves: a longer file decodes no slower per byte
-    decoded = data if whole_s < 0.8 * clock.left() else \
-        data[:int(len(data) * 0.8 * clock.left() / max(whole_s, 1e-9))]
-    if len(decoded) < len(data):
+    decoded = _fitting(coded, probe_d / len(probe), 0.8 * clock.left())
+    if len(decoded) < len(coded):
         blob = codec.compress(decoded)
     restored, decompress_s = timed(codec.decompress, blob)
     row.update({"decompressed_bytes": len(decoded), "round_trip": restored == decoded,
                 "decompress_s": decompress_s,
                 "decompress_kb_s": len(decoded) / 1e3 / decompress_s,
-                "decompress_tok_s": stats.n_tokens * len(decoded) / len(data) / decompress_s,
+                "decompress_tok_s": stats.n_tokens * len(decoded) / len(coded) / decompress_s,
                 "memory_peak_mb": memory_peak_mb(device)})
     print(f"throughput {row}", flush=True)
     return row
+
+
+def _fitting(data: bytes, seconds_per_byte: float, seconds: float) -> bytes:
+    """The longest prefix of data coded within `seconds` at this pace."""
+    return data[:max(1, min(len(data), int(seconds / max(seconds_per_byte, 1e-12))))]
+
+
+def products_ab(model: str, device: str, segments: int, length: int) -> list[dict]:
+    """One encoder forward of `segments` x `length` random positions with each of the torch
+    backend's products (float32 GEMMs; int8 limbs, where exact on the device): seconds,
+    the fastest of three after a first, and whether the outputs equal float32's."""
+    import torch
+
+    from llmzip.engine.exact.device.backend import DeviceNetwork
+    from llmzip.engine.exact.device.products import Float32Products, int8_for
+    engine = open_engine(model, None, device=device)[0]
+    where = torch.device(engine.backend.device)
+    ids = torch.randint(0, engine.net.vocab_size, (segments, length),
+                        generator=torch.Generator().manual_seed(1)).to(where)
+    rows, reference = [], None
+    for kind, products in (("float32", Float32Products()), ("int8", int8_for(where))):
+        if products is None:
+            rows.append({"products": kind, "exact_here": False})
+            continue
+        dnet = DeviceNetwork(engine.net, where, products)
+        times = []
+        for _ in range(4):
+            started = time.perf_counter()
+            out = dnet.hidden(ids)
+            if where.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+        reference = out if reference is None else reference
+        rows.append({"products": kind, "exact_here": True, "positions": segments * length,
+                     "forward_s": min(times[1:]), "same_as_float32": torch.equal(out, reference)})
+        print(f"products {rows[-1]}", flush=True)
+        del dnet
+    return rows
 
 
 def report(result: dict) -> str:
@@ -218,6 +268,14 @@ def report(result: dict) -> str:
                      f"{r['decompress_kb_s']:,.1f} | {r['decompress_tok_s']:,.0f} | "
                      f"{r['decompressed_bytes']:,} | {peak} | "
                      f"{'ok' if r['round_trip'] else 'FAILED'} |")
+    if result.get("products"):
+        lines.append("")
+    for r in result.get("products", []):
+        lines.append(f"Encoder forward with {r['products']} products: " + (
+            f"{r['positions']:,} positions in {r['forward_s']:.3f} s "
+            f"({r['positions'] / r['forward_s']:,.0f} positions/s), outputs "
+            f"{'equal to' if r['same_as_float32'] else 'DIFFERENT from'} float32's."
+            if r["exact_here"] else "not exact on this device, not used."))
     same = all(r["identical"] and r["device_decodes_cpu"] and r["cpu_decodes_device"]
                for r in result["identity"])
     lines += ["", f"Identity with the numba backend ({len(result['identity'])} archives): "
@@ -233,8 +291,15 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=420.0)
     parser.add_argument("--identity-bytes", type=int, default=20000,
                         help="text compressed by both backends with the SmolLM2-shaped model")
+    parser.add_argument("--ab", default="16x1024",
+                        help="segments x positions of the products' encoder-forward A/B")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every phase: a run cut short still returns what it measured
+        (args.out / "gpu.json").write_text(json.dumps(result, indent=1))
+
     import torch
     clock = Clock(args.budget_s)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
@@ -248,7 +313,9 @@ def main() -> int:
     result["identity"] = [row for name in TINY for row in identity(
         str(ROOT / "tests" / "models" / name), args.device, slices,
         dict(segment_tokens=128, group_size=4))]
+    save()
     result["golden"] = golden(args.device)
+    save()
     with tempfile.TemporaryDirectory() as tmp:
         model = str(smollm2_shaped(Path(tmp), text))
         engine = open_engine(model, None, device=args.device)[0]  # quantized once, untimed
@@ -256,22 +323,27 @@ def main() -> int:
         n = args.identity_bytes
         result["identity"] += identity(model, args.device, {f"stdlib[:{n}]": text[:n]},
                                        dict(segment_tokens=512, group_size=4))
+        save()
+        segments, length = map(int, args.ab.split("x"))
+        result["products"] = products_ab(model, args.device, segments, length)
+        save()
         result["throughput"] = [throughput(model, args.device, f"stdlib ({len(text):,} bytes)",
                                            text, clock)]
+        save()
         alice = (corpus / "alice29.txt").read_bytes()
         first = result["throughput"][0]
         needed = len(alice) / 1e3 * (1 / first["compress_kb_s"] + 1 / first["decompress_kb_s"])
         if needed < clock.left():  # at the speeds just measured
             result["throughput"].append(throughput(model, args.device, "alice29.txt", alice,
                                                    clock))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu.json").write_text(json.dumps(result, indent=1))
+    save()
     text_report = report(result)
     (args.out / "gpu.md").write_text(text_report + "\n")
     print(text_report)
     ok = all(r["identical"] and r["device_decodes_cpu"] and r["cpu_decodes_device"]
              for r in result["identity"]) and all(g["decodes"] for g in result["golden"]) \
-        and all(r["round_trip"] for r in result["throughput"])
+        and all(r["round_trip"] for r in result["throughput"]) \
+        and all(r.get("same_as_float32", True) for r in result["products"])
     return 0 if ok else 1
 
 

@@ -30,7 +30,8 @@ import torch
 
 from llmzip.engine.exact.rules import ACT_MAX
 
-__all__ = ["Float32Products", "Int8Products", "int8_exact", "choose", "CPU_PRODUCTS"]
+__all__ = ["Float32Products", "Int8Products", "int8_exact", "int8_for", "choose",
+           "CPU_PRODUCTS"]
 
 F32, F64 = torch.float32, torch.float64
 MIN_LIMB_ROWS = 17  # _int_mm's least rows
@@ -112,9 +113,17 @@ def int8_exact(device: torch.device) -> bool:
     return True
 
 
-def choose(device: torch.device):
-    """The products a device runs: int8 where `int8_exact` (on the CPU, the twin, where
-    CPU_PRODUCTS asks for it), else float32."""
+def int8_for(device: torch.device) -> "Int8Products | None":
+    """The int8 products this device runs exactly: `_int_mm` where `int8_exact`, its
+    float64 twin on the CPU; None where neither."""
     if device.type == "cpu":
-        return Int8Products(_int_mm_twin) if CPU_PRODUCTS == "int8" else Float32Products()
-    return Int8Products() if int8_exact(device) else Float32Products()
+        return Int8Products(_int_mm_twin)
+    return Int8Products() if int8_exact(device) else None
+
+
+def choose(device: torch.device):
+    """The products a device runs: int8 where it can (on the CPU, only where CPU_PRODUCTS
+    asks for the twin), else float32."""
+    if device.type == "cpu" and CPU_PRODUCTS != "int8":
+        return Float32Products()
+    return int8_for(device) or Float32Products()
