@@ -14,11 +14,11 @@ products stays below 2^24 (`rules`' bounds). So there are two exact ways:
 
 `torch._int_mm` asks for more than 16 rows (the limbs are padded with zero rows) and inner
 and outer sizes that are multiples of 8 (every preset's matrices; others go through
-float32), and its layouts have had silent bugs
-(a non-contiguous second operand, torchao's notes), so a device uses int8 only after
-`int8_exact` finds it exact there, at the extremes, in the layouts used here. On the CPU
-(what CI runs), the int8 path runs its limbs and joins with a float64 twin of `_int_mm`
-(limb sums are far below 2^53), so the conformance test holds them to the same integers.
+float32), and its layouts have had silent bugs (a non-contiguous second operand, torchao's
+notes), so a device uses int8 only in a weights' layout that `int8_layout` finds exact
+there, at the extremes. On the CPU (what CI runs), the int8 path runs its limbs and joins
+with a float64 twin of `_int_mm` (limb sums are far below 2^53), so the conformance test
+holds them to the same integers.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import torch
 
 from llmzip.engine.exact.rules import ACT_MAX
 
-__all__ = ["Float32Products", "Int8Products", "int8_exact", "int8_for", "choose",
-           "CPU_PRODUCTS"]
+__all__ = ["Float32Products", "Int8Products", "int8_layout", "int8_exact", "int8_for",
+           "choose", "CPU_PRODUCTS"]
 
 F32, F64 = torch.float32, torch.float64
 MIN_LIMB_ROWS = 17  # _int_mm's least rows
@@ -60,16 +60,17 @@ def _int_mm_twin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class Int8Products:
-    """Integer products as int8 x int8 -> int32 matmuls of two limbs."""
+    """Integer products as int8 x int8 -> int32 matmuls of two limbs; the (K, N) weights
+    row-major, or column-major (a transposed view of the (N, K) rows)."""
 
     name = "int8"
 
-    def __init__(self, matmul=torch._int_mm):
-        self.matmul = matmul
+    def __init__(self, matmul=torch._int_mm, column_major: bool = False):
+        self.matmul, self.column_major = matmul, column_major
 
-    @staticmethod
-    def weights(w8) -> torch.Tensor:
-        return torch.as_tensor(w8.T.copy())  # (K, N) int8, contiguous
+    def weights(self, w8) -> torch.Tensor:
+        rows = torch.as_tensor(np.array(w8))  # (N, K), a copy of the (read-only) map
+        return rows.t() if self.column_major else rows.t().contiguous()
 
     @staticmethod
     def fits(w: torch.Tensor) -> bool:
@@ -89,13 +90,10 @@ class Int8Products:
         return both[:m] * 256 + both[rows:rows + m]
 
 
-@functools.cache
-def int8_exact(device: torch.device) -> bool:
-    """Does `torch._int_mm` give the exact sums on this device, in the layouts
-    `Int8Products` uses: few rows and many, inputs at +-ACT_MAX (limbs 127, 255 - 256 = -1,
-    -128), weights at 127 and -128, 576 and 1,536 inner sizes (both presets' widths)?"""
+def _exact(products: Int8Products, device: torch.device) -> bool:
+    """Are these products exact on this device: few rows and many, inputs at +-ACT_MAX
+    and every limb edge, weights at 127 and -128, both presets' widths (576, 1,536)?"""
     gen = torch.Generator().manual_seed(0)
-    products = Int8Products()
     try:
         for k, n in ((576, 1536), (1536, 576)):
             w8 = torch.randint(-128, 128, (n, k), generator=gen, dtype=torch.int8)
@@ -113,12 +111,28 @@ def int8_exact(device: torch.device) -> bool:
     return True
 
 
+@functools.cache
+def int8_layout(device: torch.device) -> bool | None:
+    """The weights' layout in which `torch._int_mm` gives the exact sums on this device:
+    False row-major, True column-major, None neither (both are tried, in that order: which
+    one cuBLASLt takes, and whether a layout is silently wrong, is the device's to say)."""
+    for column_major in (False, True):
+        if _exact(Int8Products(column_major=column_major), device):
+            return column_major
+    return None
+
+
+def int8_exact(device: torch.device) -> bool:
+    return int8_layout(device) is not None
+
+
 def int8_for(device: torch.device) -> "Int8Products | None":
-    """The int8 products this device runs exactly: `_int_mm` where `int8_exact`, its
-    float64 twin on the CPU; None where neither."""
+    """The int8 products this device runs exactly: `_int_mm` in a layout `int8_layout`
+    found exact, its float64 twin on the CPU; None where neither."""
     if device.type == "cpu":
         return Int8Products(_int_mm_twin)
-    return Int8Products() if int8_exact(device) else None
+    layout = int8_layout(device)
+    return None if layout is None else Int8Products(column_major=layout)
 
 
 def choose(device: torch.device):
