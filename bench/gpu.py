@@ -22,7 +22,10 @@ and gpu.md at the end) what it measured:
 3. corpus/alice29.txt whole, both directions, on the same model;
 4. one encoder forward (--ab segments x positions) with each of the torch backend's
    products, float32 GEMMs and int8 tensor cores (where exact on the device): its time,
-   and the outputs compared.
+   and the outputs compared;
+5. short messages (corpus/short, up to --short-messages, as many as fit a quarter of the
+   time left) compressed and decompressed one by one and batched: seconds each way, the
+   ratio, the archives compared.
 --device torch:cpu runs the same script on the CPU: a dry run, with --text-mb small.
 
 On the lent machine (Python 3.12; constriction is not installed there): here, once,
@@ -254,6 +257,37 @@ def products_ab(model: str, device: str, segments: int, length: int) -> list[dic
     return rows
 
 
+def short_messages(model: str, device: str, count: int, clock: Clock) -> dict:
+    """Up to `count` messages of corpus/short (as bench/short.py takes them) compressed and
+    decompressed one by one (`Codec.compress`, `decompress`), then batched
+    (`compress_many`, `decompress_many`), every message to the model (`model_always`):
+    seconds each way, and whether the archives are the same. Timed on the first 4 one by
+    one first, and as many taken as fit 25% of the time left."""
+    kinds, short = ("commits", "news", "docstrings"), ROOT / "corpus" / "short"
+    load = lambda name: [json.loads(line).encode("utf-8") for line in  # noqa: E731
+                         (short / name).read_text(encoding="utf-8").splitlines()]
+    messages = [m for kind in kinds for m in load(f"{kind}-test.jsonl")
+                + load(f"{kind}-train.jsonl")[:19]][:count]
+    with model_always():
+        codec = Codec(model, device=device).load()
+        codec.decompress_many(codec.compress_many(messages[:2]))  # first use, untimed
+        _, probe_s = timed(lambda: [codec.decompress(codec.compress(m)) for m in messages[:4]])
+        messages = messages[:max(4, min(len(messages), int(0.25 * clock.left() / probe_s * 4)))]
+        alone, compress_s = timed(lambda: [Codec(model, device=device).compress(m)
+                                           for m in messages])
+        restored, decompress_s = timed(lambda: [Codec(model, device=device).decompress(b)
+                                                for b in alone])
+        batched, batch_compress_s = timed(codec.compress_many, messages)
+        batch_restored, batch_decompress_s = timed(codec.decompress_many, batched)
+    row = {"messages": len(messages), "alone_compress_s": compress_s,
+           "alone_decompress_s": decompress_s, "batch_compress_s": batch_compress_s,
+           "batch_decompress_s": batch_decompress_s, "identical": alone == batched,
+           "round_trip": restored == batch_restored == messages,
+           "speedup": (compress_s + decompress_s) / (batch_compress_s + batch_decompress_s)}
+    print(f"short {row}", flush=True)
+    return row
+
+
 def report(result: dict) -> str:
     lines = [f"Measured on {result['device_name']} (`--device {result['device']}`), torch "
              f"{result['torch']}, {result['backend']}; `bench/gpu.py`, model: "
@@ -276,6 +310,14 @@ def report(result: dict) -> str:
             f"({r['positions'] / r['forward_s']:,.0f} positions/s), outputs "
             f"{'equal to' if r['same_as_float32'] else 'DIFFERENT from'} float32's."
             if r["exact_here"] else "not exact on this device, not used."))
+    if result.get("short"):
+        r = result["short"]
+        lines += ["", f"{r['messages']} short messages (corpus/short), one by one: compressed "
+                  f"in {r['alone_compress_s']:.1f} s and decompressed in "
+                  f"{r['alone_decompress_s']:.1f} s; batched: {r['batch_compress_s']:.1f} s "
+                  f"and {r['batch_decompress_s']:.1f} s: {r['speedup']:.1f}x; archives "
+                  f"{'identical' if r['identical'] else 'DIFFERENT'} either way, "
+                  f"{'all decoded' if r['round_trip'] else 'a round trip FAILED'}."]
     same = all(r["identical"] and r["device_decodes_cpu"] and r["cpu_decodes_device"]
                for r in result["identity"])
     lines += ["", f"Identity with the numba backend ({len(result['identity'])} archives): "
@@ -293,6 +335,8 @@ def main() -> int:
                         help="text compressed by both backends with the SmolLM2-shaped model")
     parser.add_argument("--ab", default="16x1024",
                         help="segments x positions of the products' encoder-forward A/B")
+    parser.add_argument("--short-messages", type=int, default=100,
+                        help="messages one by one against batched (fewer where the budget asks)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -327,6 +371,8 @@ def main() -> int:
         segments, length = map(int, args.ab.split("x"))
         result["products"] = products_ab(model, args.device, segments, length)
         save()
+        result["short"] = short_messages(model, args.device, args.short_messages, clock)
+        save()
         result["throughput"] = [throughput(model, args.device, f"stdlib ({len(text):,} bytes)",
                                            text, clock)]
         save()
@@ -343,7 +389,8 @@ def main() -> int:
     ok = all(r["identical"] and r["device_decodes_cpu"] and r["cpu_decodes_device"]
              for r in result["identity"]) and all(g["decodes"] for g in result["golden"]) \
         and all(r["round_trip"] for r in result["throughput"]) \
-        and all(r.get("same_as_float32", True) for r in result["products"])
+        and all(r.get("same_as_float32", True) for r in result["products"]) \
+        and result["short"]["identical"] and result["short"]["round_trip"]
     return 0 if ok else 1
 
 

@@ -139,7 +139,8 @@ def test_many_messages_give_the_archives_each_gets_alone_and_decode_side_by_side
 def test_many_messages_on_the_torch_backend_run_one_forward_and_give_the_same_archives(
         tiny_preset, monkeypatch):
     """On a device each message alone is far too few positions: their forwards run as
-    padded batches (`TorchBackend.prefetch`), here one, and every archive is the CPU's."""
+    padded batches (`TorchBackend.prefetch`; lengths within a factor of two share one),
+    never one alone, and every archive is the CPU's."""
     from llmzip.engine.exact.device.backend import DeviceNetwork
     alone = [Codec(tiny_preset).compress(m) for m in MESSAGES]
     forwards = []
@@ -148,7 +149,8 @@ def test_many_messages_on_the_torch_backend_run_one_forward_and_give_the_same_ar
                         lambda self, ids: forwards.append(ids.shape) or hidden(self, ids))
     codec = Codec(tiny_preset, device="torch:cpu")
     assert codec.compress_many(MESSAGES) == alone
-    assert len(forwards) == 1 and forwards[0][0] > len(MESSAGES) // 2
+    assert len(forwards) <= 3 and min(rows for rows, _ in forwards) > 1
+    assert sum(rows for rows, _ in forwards) > len(MESSAGES) // 2
     assert codec.decompress_many(alone) == MESSAGES
 
 

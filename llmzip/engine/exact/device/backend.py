@@ -323,7 +323,8 @@ class TorchBackend:
     def prefetch(self, net, segments: list[np.ndarray]) -> None:
         """Many one-segment groups' forward at once (many short messages, or small files:
         each alone is a few dozen positions, far too few to fill a device), in padded
-        batches of up to PREFETCH_BATCH positions, shortest first; the outputs are kept,
+        batches of up to PREFETCH_BATCH positions, shortest first, a batch's longest at
+        most twice its shortest (padding at most doubles the work); the outputs are kept,
         up to PREFETCH_KEPT positions, for `group_tables` to take. The next prefetch lets
         go of what was not taken."""
         dnet, self._prefetched = self.network(net), {}
@@ -335,7 +336,8 @@ class TorchBackend:
             budget -= len(ids)
         batch: list[np.ndarray] = []
         for ids in chosen + [None]:
-            if batch and (ids is None or (len(batch) + 1) * len(ids) > PREFETCH_BATCH):
+            if batch and (ids is None or (len(batch) + 1) * len(ids) > PREFETCH_BATCH
+                          or len(ids) > 2 * len(batch[0])):
                 for seg, h in zip(batch, self._hidden(dnet, batch)):
                     self._prefetched[_key(seg)] = h[:len(seg)]
                 batch = []
