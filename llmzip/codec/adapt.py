@@ -152,8 +152,8 @@ class Adapter:
     def adjust(self, freqs, rows: list[int]):
         """freqs (len(rows), V): `Tables` or an int64 array (or a list of rows), changed in
         place and returned. Every row's total and largest entry are read at once, then the
-        entries of all rows' biased tokens, then written back at once: three reads of the
-        tables a step, wherever they are (`engine.tables`), whatever the row count."""
+        entries of all rows' biased tokens, which are written back at once: a few transfers
+        a step wherever the tables are (`engine.tables`), whatever the row count."""
         tables = as_tables(freqs)
         self._pending = []
         totals, maxima = tables.totals(), tables.maxima()
@@ -161,7 +161,8 @@ class Adapter:
         biased = [j for j, f in enumerate(found) if f is not None]
         if biased:
             at = np.concatenate([np.full(len(found[j][0]), j) for j in biased])
-            before_all = tables.gather(at, np.concatenate([found[j][0] for j in biased]))
+            biased_tokens = np.concatenate([found[j][0] for j in biased])
+            before_all = tables.gather(at, biased_tokens)
         afters, first = [], 0
         for j, row in enumerate(rows):
             total = pure_total = int(totals[j])
@@ -180,10 +181,9 @@ class Adapter:
             self._pending.append(
                 _Row(row, selector, tokens, logs, before, after, pure_total, total))
         if biased:
-            tables.scatter(at, np.concatenate([found[j][0] for j in biased]),
-                           np.concatenate(afters))
-        for j, r in enumerate(self._pending):
-            if r.tokens is not None and r.total >= MAX_TOTAL:  # never with today's tables; kept exact if it happens
+            tables.scatter(at, biased_tokens, np.concatenate(afters))
+        for j, r in enumerate(self._pending):  # never with today's tables; exact if it happens
+            if r.tokens is not None and r.total >= MAX_TOTAL:
                 shift = r.total.bit_length() - MAX_TOTAL.bit_length() + 1
                 tables.rescale(j, shift)
                 after = tables.gather(np.full(len(r.tokens), j), r.tokens)

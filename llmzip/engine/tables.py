@@ -139,7 +139,7 @@ class HostTables:
 
 def as_tables(freqs) -> Tables:
     """An engine's tables as `Tables`: numpy arrays (and lists of rows) are wrapped."""
-    if isinstance(freqs, np.ndarray) or isinstance(freqs, list):
+    if isinstance(freqs, (np.ndarray, list)):
         return HostTables(freqs)
     return freqs
 
