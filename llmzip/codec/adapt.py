@@ -156,10 +156,11 @@ class Adapter:
         a step wherever the tables are (`engine.tables`), whatever the row count."""
         tables = as_tables(freqs)
         self._pending = []
-        totals, maxima = tables.totals(), tables.maxima()
         found = [self._features(row) for row in rows]
         biased = [j for j, f in enumerate(found) if f is not None]
+        totals = tables.totals()
         if biased:
+            maxima = tables.maxima()
             at = np.concatenate([np.full(len(found[j][0]), j) for j in biased])
             biased_tokens = np.concatenate([found[j][0] for j in biased])
             before_all = tables.gather(at, biased_tokens)

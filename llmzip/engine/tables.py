@@ -65,15 +65,17 @@ class Tables(Protocol):
 
 
 class HostTables:
-    """Tables in host memory: a view of an (R, V) array, or of R separate rows (the
-    encoder's step across segments, each a row of its own chunk). Changes write through."""
+    """Tables in host memory: an (R, V) array, or R separate rows (the encoder's step
+    across segments, each a row of its own chunk). Changes write through."""
 
     def __init__(self, freqs):
-        self._array = freqs if isinstance(freqs, np.ndarray) and freqs.ndim == 2 else None
-        self._rows = list(freqs)  # row views
+        if isinstance(freqs, np.ndarray) and freqs.ndim == 2:
+            self._array, self._rows = freqs, None
+        else:
+            self._array, self._rows = None, list(freqs)  # row views
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._array) if self._array is not None else len(self._rows)
 
     def totals(self) -> np.ndarray:
         if self._array is not None:
@@ -102,12 +104,15 @@ class HostTables:
             pick = rows == r
             self._rows[r][tokens[pick]] = values[pick]
 
+    def _row(self, row: int) -> np.ndarray:
+        return self._array[row] if self._array is not None else self._rows[row]
+
     def rescale(self, row: int, shift: int) -> None:
-        table = self._rows[row]
+        table = self._row(row)
         np.maximum(table >> shift, 1, out=table)
 
     def _grouped(self, n_buckets: int, bucket_size: int) -> np.ndarray:
-        freqs = np.asarray(self)
+        freqs = self._array if self._array is not None else np.stack(self._rows)
         n, v = freqs.shape
         full = n_buckets * bucket_size
         if full != v:
@@ -126,7 +131,7 @@ class HostTables:
     @staticmethod
     def across(parts: list, t: int) -> "HostTables":
         """Row t of each part (arrays or HostTables): views."""
-        return HostTables([p[t] if isinstance(p, np.ndarray) else p._rows[t] for p in parts])
+        return HostTables([p[t] if isinstance(p, np.ndarray) else p._row(t) for p in parts])
 
     @staticmethod
     def copied(chunk: dict) -> dict:
