@@ -25,7 +25,10 @@ and gpu.md at the end) what it measured:
    and the outputs compared;
 5. short messages (corpus/short, up to --short-messages, as many as fit a quarter of the
    time left) compressed and decompressed one by one and batched: seconds each way, the
-   ratio, the archives compared.
+   ratio, the archives compared;
+6. where the time goes (--profile-bytes of the text): the encoder's forwards against the
+   whole compression; a decoder step's launches, table reads (the device's time) and host
+   coding.
 --device torch:cpu runs the same script on the CPU: a dry run, with --text-mb small.
 
 On the lent machine (Python 3.12; constriction is not installed there): here, once,
@@ -178,6 +181,63 @@ def model_always():
         segments.model_saving = real
 
 
+@contextlib.contextmanager
+def timing(owner, names: list[str], seconds: dict, synchronize=None):
+    """Time every call of these methods of `owner` into seconds[name] (and count them in
+    seconds[name + " calls"]); with synchronize, wait for the device before the clock
+    stops, so that the time is the work's and not its launch's."""
+    real = {name: getattr(owner, name) for name in names}
+
+    def timed_method(name):
+        def method(*args, **kwargs):
+            started = time.perf_counter()
+            out = real[name](*args, **kwargs)
+            if synchronize:
+                synchronize()
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+            seconds[name + " calls"] = seconds.get(name + " calls", 0) + 1
+            return out
+        return method
+
+    for name in names:
+        setattr(owner, name, timed_method(name))
+    try:
+        yield seconds
+    finally:
+        for name, method in real.items():
+            setattr(owner, name, method)
+
+
+def where_time_goes(model: str, device: str, data: bytes) -> dict:
+    """Where a compression and a decompression of `data` spend their time on the device:
+    the encoder's forwards (device work, waited for), then the decoder's steps as three
+    parts: launching a step's kernels (`Stepper.step`, which does not wait), the reads
+    from its tables (`DeviceTables`: each waits for the device first, so they hold the
+    step's device time), and the rest, the host's coder and adapter. What to build next
+    (CUDA graphs, joined reads, the coder on more cores) follows from which part leads."""
+    import torch
+
+    from llmzip.engine.exact.device.backend import Stepper, TorchBackend
+    from llmzip.engine.exact.device.tables import DeviceTables
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    reads = ["_summarized", "gather", "bucket_sums", "bucket_rows"]
+    with model_always():
+        codec = Codec(model, device=device).load()
+        with timing(TorchBackend, ["_hidden"], {}, sync) as encoder:
+            blob, compress_s = timed(codec.compress, data)
+        with timing(Stepper, ["step"], {}) as steps, timing(DeviceTables, reads, {}) as read:
+            restored, decompress_s = timed(codec.decompress, blob)
+    n_steps = steps.get("step calls", 0)
+    read_s = sum(read.get(name, 0.0) for name in reads)
+    row = {"bytes": len(data), "round_trip": restored == data, "compress_s": compress_s,
+           "forward_s": encoder.get("_hidden", 0.0), "decompress_s": decompress_s,
+           "steps": n_steps, "launch_s": steps.get("step", 0.0), "reads_s": read_s,
+           "reads": sum(read.get(name + " calls", 0) for name in reads),
+           "host_s": decompress_s - steps.get("step", 0.0) - read_s}
+    print(f"where {row}", flush=True)
+    return row
+
+
 def throughput(model: str, device: str, name: str, data: bytes, clock: Clock) -> dict:
     """Compress `data` whole on the device; decompress it, or, where the decode would
     outrun the budget (timed on a prefix first), the longest prefix that fits. Every
@@ -318,6 +378,18 @@ def report(result: dict) -> str:
                   f"and {r['batch_decompress_s']:.1f} s: {r['speedup']:.1f}x; archives "
                   f"{'identical' if r['identical'] else 'DIFFERENT'} either way, "
                   f"{'all decoded' if r['round_trip'] else 'a round trip FAILED'}."]
+    if result.get("where"):
+        w, n = result["where"], max(result["where"]["steps"], 1)
+        lines += ["", f"Where the time goes, {w['bytes']:,} bytes: compressed in "
+                  f"{w['compress_s']:.2f} s, {w['forward_s']:.2f} s of it the forwards; "
+                  f"decompressed in {w['decompress_s']:.2f} s, {w['steps']:,} steps: a step "
+                  f"{1e3 * w['decompress_s'] / n:.2f} ms, of which launching its kernels "
+                  f"{1e3 * w['launch_s'] / n:.2f} ms, reading its tables "
+                  f"{1e3 * w['reads_s'] / n:.2f} ms ({w['reads'] / n:.1f} reads, each "
+                  f"waiting for the device) and the host's coder and adapter "
+                  f"{1e3 * w['host_s'] / n:.2f} ms"
+                  + ("." if result["device"].startswith("cuda") else
+                     " (torch on the CPU does not run ahead: the launches hold the work).")]
     same = all(r["identical"] and r["device_decodes_cpu"] and r["cpu_decodes_device"]
                for r in result["identity"])
     lines += ["", f"Identity with the numba backend ({len(result['identity'])} archives): "
@@ -337,6 +409,8 @@ def main() -> int:
                         help="segments x positions of the products' encoder-forward A/B")
     parser.add_argument("--short-messages", type=int, default=100,
                         help="messages one by one against batched (fewer where the budget asks)")
+    parser.add_argument("--profile-bytes", type=int, default=50_000,
+                        help="text whose compression and decompression are broken down")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -372,6 +446,8 @@ def main() -> int:
         result["products"] = products_ab(model, args.device, segments, length)
         save()
         result["short"] = short_messages(model, args.device, args.short_messages, clock)
+        save()
+        result["where"] = where_time_goes(model, args.device, text[:args.profile_bytes])
         save()
         result["throughput"] = [throughput(model, args.device, f"stdlib ({len(text):,} bytes)",
                                            text, clock)]
