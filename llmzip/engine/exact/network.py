@@ -37,12 +37,29 @@ from llmzip.errors import ModelUnavailableError
 from llmzip.files import read_json
 from llmzip.models.model import float_state
 
-__all__ = ["ExactNetwork", "load_network"]
+__all__ = ["ExactNetwork", "load_network", "segment_key", "within"]
 
 LOGIT_ELEMENTS = 2**23  # encoder: vocabulary logits per chunk (170 rows of 49k, 32 of 262k):
 # each chunk's logits, frequencies and products are ~400 MB at 2^24, the encoder's peak
 RECALL_TOKENS = 8192  # encoder: a group this small keeps its outputs for a second pass
 BATCH_ROWS = 4096  # encoder: short segments run as one stack of rows, up to this many
+
+
+def segment_key(ids) -> bytes:
+    """A segment's inputs as a key for outputs computed ahead of their group."""
+    return np.asarray(ids, np.int64).tobytes()
+
+
+def within(segments: list, positions: int) -> list:
+    """The first segments whose positions add up to at most `positions`: what a prefetch
+    runs and keeps."""
+    chosen = []
+    for ids in segments:
+        if len(ids) > positions:
+            break
+        chosen.append(ids)
+        positions -= len(ids)
+    return chosen
 
 
 class ExactNetwork:
@@ -172,7 +189,7 @@ class ExactNetwork:
         groups are kept, up to RECALL_TOKENS positions (38 MB) in all, so a small file's
         groups all are, and a big file's pass through. The backend does not enter the key:
         every backend computes the same integers."""
-        key = tuple(np.asarray(ids, np.int64).tobytes() for ids in segments)
+        key = tuple(segment_key(ids) for ids in segments)
         if key in self._recent:
             return self._recent[key]
         hidden = self._hidden_many(segments, backend)
@@ -193,15 +210,9 @@ class ExactNetwork:
         """Run many one-segment groups' forward at once, for `group_tables` to recall each
         (many short messages: their rows stacked make one product of BLAS size, where each
         alone is a few dozen rows)."""
-        budget = RECALL_TOKENS
-        chosen = []
-        for ids in segments:
-            if len(ids) > budget:
-                break
-            chosen.append(ids)
-            budget -= len(ids)
+        chosen = within(segments, RECALL_TOKENS)
         for ids, h in zip(chosen, self._hidden_many(chosen, backend)):
-            self._recall((np.asarray(ids, np.int64).tobytes(),), [h])
+            self._recall((segment_key(ids),), [h])
 
     def _hidden_many(self, segments: list[np.ndarray], backend) -> list[np.ndarray]:
         """Each segment's last-layer output (T_i, d): short ones stacked, up to BATCH_ROWS

@@ -25,7 +25,7 @@ from llmzip.engine.exact import rules as ar
 from llmzip.engine.exact.device import rules as tr
 from llmzip.engine.exact.device.products import choose
 from llmzip.engine.exact.device.tables import DeviceTables
-from llmzip.engine.exact.network import LOGIT_ELEMENTS
+from llmzip.engine.exact.network import LOGIT_ELEMENTS, segment_key, within
 
 __all__ = ["TorchBackend"]
 
@@ -256,10 +256,6 @@ class Stepper:
         return DeviceTables(dnet.frequencies(h))
 
 
-def _key(ids: np.ndarray) -> bytes:
-    return np.asarray(ids, np.int64).tobytes()
-
-
 class _Products:
     """`Products` on the device, host arrays in and out (the conformance test's view)."""
 
@@ -309,7 +305,8 @@ class TorchBackend:
         (each segment's rows a view of them, `DeviceTables`)."""
         dnet = self.network(net)
         lengths = [len(ids) for ids in segments]
-        kept = self._prefetched.pop(_key(segments[0]), None) if len(segments) == 1 else None
+        kept = (self._prefetched.pop(segment_key(segments[0]), None) if len(segments) == 1
+                else None)
         hidden = kept[None] if kept is not None else self._hidden(dnet, segments)
         chunk = max(1, LOGIT_ELEMENTS // (net.vocab_size * len(segments)))
         for start in range(0, max(lengths), chunk):
@@ -328,18 +325,12 @@ class TorchBackend:
         up to PREFETCH_KEPT positions, for `group_tables` to take. The next prefetch lets
         go of what was not taken."""
         dnet, self._prefetched = self.network(net), {}
-        chosen, budget = [], PREFETCH_KEPT
-        for ids in sorted(segments, key=len):
-            if len(ids) > budget:
-                break
-            chosen.append(ids)
-            budget -= len(ids)
         batch: list[np.ndarray] = []
-        for ids in chosen + [None]:
+        for ids in within(sorted(segments, key=len), PREFETCH_KEPT) + [None]:
             if batch and (ids is None or (len(batch) + 1) * len(ids) > PREFETCH_BATCH
                           or len(ids) > 2 * len(batch[0])):
                 for seg, h in zip(batch, self._hidden(dnet, batch)):
-                    self._prefetched[_key(seg)] = h[:len(seg)]
+                    self._prefetched[segment_key(seg)] = h[:len(seg)]
                 batch = []
             if ids is not None:
                 batch.append(ids)

@@ -48,8 +48,7 @@ class Float32Products:
         """(N, K) int8 host weights as the (K, N) operand, on the host (the caller moves it)."""
         return torch.as_tensor(np.ascontiguousarray(w8.T, dtype=np.float32))
 
-    @staticmethod
-    def __call__(xq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def __call__(self, xq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(M, K) integer-valued activations times (K, N) weights: (M, N) exact sums."""
         return xq.to(F32) @ w
 
