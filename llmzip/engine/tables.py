@@ -91,18 +91,16 @@ class HostTables:
         if self._array is not None:
             return self._array[rows, tokens]
         out = np.empty(len(rows), np.int64)
-        for r in np.unique(rows):
-            pick = rows == r
-            out[pick] = self._rows[r][tokens[pick]]
+        for lo, hi in _runs(rows):
+            out[lo:hi] = self._rows[rows[lo]][tokens[lo:hi]]
         return out
 
     def scatter(self, rows: np.ndarray, tokens: np.ndarray, values: np.ndarray) -> None:
         if self._array is not None:
             self._array[rows, tokens] = values
             return
-        for r in np.unique(rows):
-            pick = rows == r
-            self._rows[r][tokens[pick]] = values[pick]
+        for lo, hi in _runs(rows):
+            self._rows[rows[lo]][tokens[lo:hi]] = values[lo:hi]
 
     def _row(self, row: int) -> np.ndarray:
         return self._array[row] if self._array is not None else self._rows[row]
@@ -140,6 +138,13 @@ class HostTables:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         freqs = self._array if self._array is not None else np.stack(self._rows)
         return freqs if dtype is None else freqs.astype(dtype)
+
+
+def _runs(rows: np.ndarray):
+    """(start, stop) of each run of equal rows (the adapter gives each row's tokens
+    together: one run a row)."""
+    cuts = [0, *(np.flatnonzero(rows[1:] != rows[:-1]) + 1).tolist(), len(rows)]
+    return zip(cuts[:-1], cuts[1:])
 
 
 def as_tables(freqs) -> Tables:
