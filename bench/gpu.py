@@ -324,16 +324,14 @@ def products_ab(model: str, device: str, segments: int, length: int) -> list[dic
 
 
 def short_messages(model: str, device: str, count: int, clock: Clock) -> dict:
-    """Up to `count` messages of corpus/short (as bench/short.py takes them) compressed and
+    """Up to `count` of bench/short.py's timed messages (corpus/short) compressed and
     decompressed one by one (`Codec.compress`, `decompress`), then batched
     (`compress_many`, `decompress_many`), every message to the model (`model_always`):
     seconds each way, and whether the archives are the same. Timed on the first 4 one by
     one first, and as many taken as fit 25% of the time left."""
-    kinds, short = ("commits", "news", "docstrings"), ROOT / "corpus" / "short"
-    load = lambda name: [json.loads(line).encode("utf-8") for line in  # noqa: E731
-                         (short / name).read_text(encoding="utf-8").splitlines()]
-    messages = [m for kind in kinds for m in load(f"{kind}-test.jsonl")
-                + load(f"{kind}-train.jsonl")[:19]][:count]
+    sys.path.insert(0, str(ROOT / "bench"))
+    from short import speed_messages
+    messages = speed_messages()[:count]
     with model_always():
         codec = Codec(model, device=device).load()
         codec.decompress_many(codec.compress_many(messages[:2]))  # first use, untimed

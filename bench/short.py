@@ -77,9 +77,15 @@ def sizes(codec: Codec, kind: str) -> list[dict]:
     return rows
 
 
-def speed(model: str) -> dict:
+def speed_messages() -> list[bytes]:
+    """The SPEED_MESSAGES messages timed one by one against batched: each kind's test
+    messages and its first 19 training ones."""
     messages = [m for kind in KINDS for m in load(kind, "test") + load(kind, "train")[:19]]
-    messages = messages[:SPEED_MESSAGES]
+    return messages[:SPEED_MESSAGES]
+
+
+def speed(model: str) -> dict:
+    messages = speed_messages()
     Codec(model).load()  # the model loads once, outside the timings
     forget_forwards(model)
     started = time.perf_counter()
